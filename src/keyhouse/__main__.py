@@ -1,0 +1,5 @@
+"""``python -m keyhouse`` runs the command line interface."""
+
+from keyhouse.cli import main
+
+main()

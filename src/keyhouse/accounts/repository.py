@@ -1,0 +1,25 @@
+"""SQLAlchemy statements for accounts. Never commits."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keyhouse.models import Account
+
+__all__ = ["AccountRepository"]
+
+
+class AccountRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, account_id: str) -> Account | None:
+        result = await self.session.execute(select(Account).where(Account.id == account_id))
+        return result.scalar_one_or_none()
+
+    def add(self, account: Account) -> None:
+        self.session.add(account)
+
+    async def flush(self) -> None:
+        await self.session.flush()

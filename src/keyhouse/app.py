@@ -1,0 +1,350 @@
+"""The HTTP application: ``create_app(settings)``.
+
+The only module that turns errors into HTTP responses. Every non-2xx body,
+the framework's own included, is the seed's envelope
+``{trackingId, error: {code, message, fix?}}``; every response carries
+``X-Tracking-Id``, the same id as the body and the request's log line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyhouse import __version__, errors
+from keyhouse.config import Settings, load_settings
+from keyhouse.environments.endpoints import router as environments_router
+from keyhouse.ids import new_ulid
+from keyhouse.keys.endpoints import router as keys_router
+from keyhouse.keys.format import KeyFormat, Kind
+from keyhouse.logs import configure_logging, get_logger
+from keyhouse.openapi import install_openapi
+from keyhouse.runtime import Runtime
+from keyhouse.schemas import ErrorResponse
+
+__all__ = ["app_from_env", "create_app"]
+
+log = get_logger("keyhouse")
+access_log = get_logger("keyhouse.access")
+
+# A key in a URL ends up in proxy logs, browser history and Referer headers.
+KEY_QUERY_NAMES = frozenset({"key", "api_key", "apikey", "token", "access_token"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+# -- the envelope ---------------------------------------------------------------
+
+
+def error_body(tracking_id: str, exc: errors.KeyhouseError) -> dict[str, Any]:
+    detail: dict[str, Any] = {"code": str(exc.code), "message": exc.message}
+    if exc.fix:
+        detail["fix"] = exc.fix
+    if exc.provider:
+        detail["provider"] = exc.provider
+    if exc.provider_code:
+        detail["providerCode"] = exc.provider_code
+    return {"trackingId": tracking_id, "error": detail}
+
+
+def error_response(tracking_id: str, exc: errors.KeyhouseError) -> JSONResponse:
+    return JSONResponse(
+        error_body(tracking_id, exc), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def _tracking_id(request: Request) -> str:
+    tracking_id: str = request.scope.get("state", {}).get("tracking_id") or "req_unknown"
+    return tracking_id
+
+
+def _validation_error(exc: RequestValidationError) -> errors.BadRequest:
+    """400 naming the offending member, from pydantic's first error."""
+    problems = list(exc.errors())
+    first = problems[0] if problems else {}
+    kind = first.get("type", "")
+    loc = [str(part) for part in first.get("loc", ())]
+    where, field = (loc[0], ".".join(loc[1:])) if loc else ("body", "")
+    if kind == "json_invalid":
+        return errors.BadRequest(
+            "The request body is not valid JSON.",
+            fix="Send a JSON object with 'Content-Type: application/json'.",
+        )
+    if kind == "missing" and where == "body" and not field:
+        return errors.BadRequest(
+            "The request body is missing.", fix="Send a JSON object; see /docs for its members."
+        )
+    if kind == "extra_forbidden":
+        return errors.BadRequest(
+            f"Unknown member {field!r} in the request body; it cannot be set here.",
+            fix="Remove it; see /docs for the members this request accepts.",
+        )
+    label = f"{where} parameter {field!r}" if where in {"query", "path", "header"} else repr(field)
+    message = str(first.get("msg", "is not valid"))
+    more = f" ({len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return errors.BadRequest(
+        f"Invalid {label}: {message}.{more}",
+        fix="Correct the value; see /docs for the accepted values.",
+    )
+
+
+def _http_error(exc: StarletteHTTPException) -> errors.KeyhouseError:
+    headers = dict(exc.headers or {})
+    mapped: errors.KeyhouseError
+    if exc.status_code == 404:
+        mapped = errors.NotFound("No such route.", fix="See /docs for the routes keyhouse serves.")
+    elif exc.status_code == 405:
+        mapped = errors.MethodNotAllowed()
+    elif exc.status_code == 413:
+        mapped = errors.PayloadTooLarge()
+    elif exc.status_code == 415:
+        mapped = errors.UnsupportedMediaType()
+    elif 400 <= exc.status_code < 500:
+        mapped = errors.BadRequest(str(exc.detail))
+        mapped.status_code = exc.status_code
+    else:
+        mapped = errors.KeyhouseError()
+    mapped.headers.update(headers)
+    return mapped
+
+
+# -- middleware -----------------------------------------------------------------
+
+
+class RequestMiddleware:
+    """Tracking id, access log, request guards and the last-resort 500.
+
+    Pure ASGI (no BaseHTTPMiddleware) so it adds nothing per request beyond
+    what it does. It sits outside FastAPI's exception handling, so it also
+    catches what escapes it and answers 500 ``internal_error`` with no
+    internals, instead of Starlette's plain-text page.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body: int, key_format: KeyFormat) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.key_format = key_format
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ulid, _ = new_ulid()
+        tracking_id = f"req_{ulid}"
+        scope.setdefault("state", {})["tracking_id"] = tracking_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Tracking-Id"] = tracking_id
+                headers["X-Content-Type-Options"] = "nosniff"
+                # Responses may hold keys: no cache anywhere keeps them.
+                headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        async def reject(exc: errors.KeyhouseError) -> None:
+            await error_response(tracking_id, exc)(scope, receive, send_wrapper)
+
+        with structlog.contextvars.bound_contextvars(tracking_id=tracking_id):
+            try:
+                guard = self._check_query(scope)
+                if guard is not None:
+                    await reject(guard)
+                    return
+                replay, guard = await self._read_body(scope, receive)
+                if guard is not None:
+                    await reject(guard)
+                    return
+                await self.app(scope, replay, send_wrapper)
+            except Exception as exc:
+                # Type only: an exception's text can carry request data.
+                log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=True)
+                if not response_started:
+                    await reject(errors.KeyhouseError())
+            finally:
+                access_log.info(
+                    "request",
+                    method=scope["method"],
+                    path=self._safe_path(scope["path"]),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    client=(scope.get("client") or ("", 0))[0],
+                )
+
+    def _check_query(self, scope: Scope) -> errors.KeyhouseError | None:
+        raw = scope.get("query_string", b"")
+        if not raw:
+            return None
+        pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+        for name, value in pairs:
+            if name.lower() in KEY_QUERY_NAMES or self._looks_like_key(value):
+                return errors.KeyInQuery()
+        return None
+
+    def _looks_like_key(self, value: str) -> bool:
+        return self.key_format.parse(value).kind is not Kind.FOREIGN
+
+    def _safe_path(self, path: str) -> str:
+        """The path with anything key-like masked: a key pasted into a URL stays out of logs."""
+        if not any(p in path for p in self.key_format.prefixes.values()):
+            return path
+        parts = []
+        for part in path.split("/"):
+            if self._looks_like_key(part) or (
+                len(part) >= 20 and part.startswith(tuple(self.key_format.prefixes.values()))
+            ):
+                part = "[redacted]"
+            parts.append(part)
+        return "/".join(parts)
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[Receive, errors.KeyhouseError | None]:
+        """Read the whole body (at most ``max_body`` bytes), then replay it to the app."""
+        if scope["method"] not in _BODY_METHODS:
+            return receive, None
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        too_large = errors.PayloadTooLarge(
+            fix=f"Send at most {self.max_body} bytes; keyhouse's requests are small JSON objects."
+        )
+        if declared is not None:
+            try:
+                if int(declared) > self.max_body:
+                    return receive, too_large
+            except ValueError:
+                return receive, errors.BadRequest("The Content-Length header is not a number.")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return receive, too_large
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body:
+            content_type = headers.get(b"content-type", b"").decode("latin-1")
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media != "application/json" and not media.endswith("+json"):
+                return receive, errors.UnsupportedMediaType()
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay, None
+
+
+# -- the application --------------------------------------------------------------
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The keyhouse ASGI application for ``settings``."""
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.build(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="keyhouse",
+        version=__version__,
+        description=(
+            "A self-hosted API key service. Authenticate with "
+            "`Authorization: Bearer <secret key>`. Every error is "
+            "`{trackingId, error: {code, message, fix?}}`."
+        ),
+        lifespan=lifespan,
+    )
+    key_format = KeyFormat(settings.key_prefix_secret, settings.key_prefix_public)
+    app.add_middleware(
+        RequestMiddleware,
+        max_body=settings.max_body_bytes,
+        key_format=key_format,
+    )
+
+    @app.exception_handler(errors.KeyhouseError)
+    async def _keyhouse_error(request: Request, exc: errors.KeyhouseError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("server_error", code=str(exc.code))
+        return error_response(_tracking_id(request), exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(_tracking_id(request), _validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(_tracking_id(request), _http_error(exc))
+
+    @app.exception_handler(errors.ConfigurationError)
+    async def _configuration(request: Request, exc: errors.ConfigurationError) -> JSONResponse:
+        log.error("configuration_error", detail=str(exc))
+        return error_response(_tracking_id(request), errors.KeyhouseError())
+
+    app.include_router(keys_router)
+    app.include_router(environments_router)
+
+    @app.get("/healthz", tags=["meta"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        """200 while the process serves requests."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["meta"],
+        summary="Readiness",
+        responses={503: {"model": ErrorResponse, "description": "Service Unavailable"}},
+    )
+    async def readyz(request: Request) -> dict[str, str]:
+        """200 when the database answers; 503 `service_unavailable` otherwise."""
+        runtime: Runtime = request.app.state.runtime
+        try:
+            async with runtime.db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            log.warning("readyz_database_unreachable")
+            raise errors.ServiceUnavailable(
+                "The database is not reachable.", headers={"Retry-After": "2"}
+            ) from None
+        return {"status": "ready"}
+
+    install_openapi(app)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and for ``serve --workers N``."""
+    return create_app(load_settings())

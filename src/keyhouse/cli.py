@@ -1,0 +1,326 @@
+"""The ``keyhouse`` command: serve, migrate, and manage accounts and keys.
+
+It works on the configured database directly (the same services as the
+API), so a new operator needs no token to bootstrap. ``--json`` prints one
+JSON object on stdout and nothing else; people get Rich tables with masked
+keys. Every failure is one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import TypeAdapter, ValidationError
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keyhouse import errors
+from keyhouse.accounts.service import AccountService
+from keyhouse.config import Settings, load_settings, settings_error_line
+from keyhouse.db.migrate import migrate
+from keyhouse.environments.schemas import Environment
+from keyhouse.environments.service import EnvironmentService
+from keyhouse.keys.crypto import load_keyring
+from keyhouse.keys.format import KeyFormat
+from keyhouse.keys.schemas import KeyType
+from keyhouse.keys.service import KeyService
+from keyhouse.runtime import Runtime
+from keyhouse.schemas import Name
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="keyhouse",
+    help="keyhouse: a self-hosted API key service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+account_app = typer.Typer(help="Accounts (the operator's customers).", no_args_is_help=True)
+environment_app = typer.Typer(help="Environments inside an account.", no_args_is_help=True)
+key_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(account_app, name="account")
+app.add_typer(environment_app, name="environment")
+app.add_typer(key_app, name="key")
+
+stderr = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 1."""
+    print(f"keyhouse: {message}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        fail(settings_error_line(exc))
+
+
+def _db_error_line(settings: Settings, exc: Exception) -> str:
+    reason = getattr(exc, "orig", None) or exc
+    first = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    where = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    return f"cannot use the database at {where}: {first}"
+
+
+def run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` with every failure turned into one line and exit status 1."""
+    try:
+        return asyncio.run(work())
+    except errors.KeyhouseError as exc:
+        fix = f" ({exc.fix})" if exc.fix else ""
+        fail(f"{exc.code}: {exc.message}{fix}")
+    except errors.ConfigurationError as exc:
+        fail(str(exc))
+    except (OperationalError, DBAPIError, OSError) as exc:
+        fail(_db_error_line(settings, exc))
+
+
+def with_session(settings: Settings, work: Callable[[AsyncSession, Runtime], Awaitable[T]]) -> T:
+    """Migrate, then run ``work`` in one transaction, as one API request would."""
+
+    async def _go() -> T:
+        await migrate(settings)
+        runtime = Runtime.build(settings)
+        try:
+            async with runtime.db.session(write=True) as session:
+                return await work(session, runtime)
+        finally:
+            await runtime.close()
+
+    return run(settings, _go)
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def _name(value: str) -> str:
+    try:
+        return TypeAdapter(Name).validate_python(value)
+    except ValidationError as exc:
+        fail(f"validation_error: name {exc.errors()[0]['msg'].lower()}")
+
+
+# -- serve and migrate --------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Migrate the database, then serve the API (logs go to stderr)."""
+    import uvicorn
+
+    settings = _settings()
+
+    async def _prepare() -> None:
+        # Before any worker starts: the generated encryption key is written
+        # once, and the schema is at head.
+        load_keyring(
+            settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
+            settings.data_dir,
+        )
+        await migrate(settings)
+
+    run(settings, _prepare)
+    # keyhouse writes its own access log line (no query string, tracking id).
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": False,
+        "log_level": settings.log_level,
+        "server_header": False,
+    }
+    if workers > 1:
+        uvicorn.run("keyhouse.app:app_from_env", factory=True, workers=workers, **options)
+    else:
+        from keyhouse.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Upgrade the database schema to the latest version."""
+    settings = _settings()
+    run(settings, lambda: migrate(settings))
+    print("keyhouse: database is up to date", file=sys.stderr)
+
+
+# -- accounts -------------------------------------------------------------------------
+
+
+@account_app.command("create")
+def account_create(
+    name: Annotated[str, typer.Option("--name", help="The account's name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an account and its first account-wide secret key (shown once here)."""
+    settings = _settings()
+    name = _name(name)
+
+    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, str]:
+        new = await AccountService(session, runtime).create(name)
+        return {"accountId": new.account.id, "keyId": new.key.row.id, "key": new.key.plaintext}
+
+    result = with_session(settings, work)
+    if as_json:
+        emit_json(result)
+        return
+    out = Console()
+    out.print(f"Created account [bold]{result['accountId']}[/bold] ({name}).")
+    out.print(f"Its secret key [bold]{result['keyId']}[/bold]:")
+    out.print(result["key"], markup=False, highlight=False, soft_wrap=True)
+
+
+# -- environments -------------------------------------------------------------------
+
+
+@environment_app.command("create")
+def environment_create(
+    account: Annotated[str, typer.Option("--account", help="Account id (acc_...).")],
+    name: Annotated[str, typer.Option("--name", help="Name, unique in the account.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an environment in an account."""
+    settings = _settings()
+    name = _name(name)
+
+    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+        await AccountService(session, runtime).get(account)
+        row = await EnvironmentService(session).create(account, name)
+        return Environment.from_row(row).model_dump()
+
+    result = with_session(settings, work)
+    if as_json:
+        emit_json(result)
+        return
+    Console().print(f"Created environment [bold]{result['id']}[/bold] ({name}) in {account}.")
+
+
+# -- keys -------------------------------------------------------------------------------
+
+
+def _print_keys(keys: list[dict[str, Any]]) -> None:
+    table = Table("id", "name", "type", "environment", "key", "revoked", "created", "last used")
+    for k in keys:
+        table.add_row(
+            k["id"],
+            k["name"],
+            k["keyType"],
+            k.get("environmentId", "-"),
+            k["key"],
+            "yes" if k["revoked"] else "no",
+            k["createdAt"],
+            k.get("lastUsedAt", "-"),
+        )
+    Console().print(table)
+
+
+@key_app.command("create")
+def key_create(
+    account: Annotated[str, typer.Option("--account", help="Account id (acc_...).")],
+    name: Annotated[str, typer.Option("--name", help="A name for the key.")],
+    key_type: Annotated[str, typer.Option("--type", help="secret or public.")],
+    environment: Annotated[
+        str | None, typer.Option("--environment", help="Scope the key to this environment.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key; prints the full key once."""
+    settings = _settings()
+    name = _name(name)
+    if key_type not in ("secret", "public"):
+        fail("validation_error: --type is 'secret' or 'public'")
+    typed: KeyType = "secret" if key_type == "secret" else "public"
+
+    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+        await AccountService(session, runtime).get(account)
+        service = KeyService(session, runtime)
+        issued = await service.create(
+            account, name=name, key_type=typed, environment_id=environment
+        )
+        return service.to_object(issued.row)
+
+    result = with_session(settings, work)
+    if as_json:
+        emit_json(result)
+        return
+    Console().print(f"Created {typed} key [bold]{result['id']}[/bold]:")
+    Console().print(result["key"], markup=False, highlight=False, soft_wrap=True)
+
+
+@key_app.command("list")
+def key_list(
+    account: Annotated[str, typer.Option("--account", help="Account id (acc_...).")],
+    reveal: Annotated[bool, typer.Option("--reveal", help="Show full keys in the table.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List an account's keys, newest first (keys masked unless --reveal)."""
+    settings = _settings()
+
+    async def work(session: AsyncSession, runtime: Runtime) -> list[dict[str, Any]]:
+        await AccountService(session, runtime).get(account)
+        service = KeyService(session, runtime)
+        rows = await service.list_keys(account)
+        # --json is exactly GET /keys; the table masks unless asked.
+        show = runtime.settings.list_reveals_keys if as_json else reveal
+        return service.to_objects(rows, reveal=show)
+
+    keys = with_session(settings, work)
+    if as_json:
+        emit_json({"keys": keys})
+        return
+    if not reveal:
+        for k in keys:
+            k["key"] = _mask(k["key"], k["keyType"], settings)
+    _print_keys(keys)
+
+
+def _mask(key: str, key_type: str, settings: Settings) -> str:
+    fmt = KeyFormat(settings.key_prefix_secret, settings.key_prefix_public)
+    return key if "…" in key else fmt.mask(key, "secret" if key_type == "secret" else "public")
+
+
+@key_app.command("revoke")
+def key_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id (key_...).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Revoke even the account's last secret key.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a key at once (idempotent)."""
+    settings = _settings()
+
+    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+        service = KeyService(session, runtime)
+        row = await service.revoke(None, key_id, force=force)
+        return service.to_object(row, reveal=runtime.settings.list_reveals_keys)
+
+    result = with_session(settings, work)
+    if as_json:
+        emit_json(result)
+        return
+    Console().print(f"Revoked key [bold]{result['id']}[/bold] ({result['name']}).")
+
+
+def main() -> None:
+    app()

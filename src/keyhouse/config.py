@@ -1,0 +1,120 @@
+"""The one Settings class.
+
+Every setting comes from the environment with the ``KEYHOUSE_`` prefix.
+Nothing here is built at import time: ``create_app(settings)`` and the CLI
+build a ``Settings`` (tests pass their own), so two apps in one process can
+run with different settings.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "load_settings", "settings_error_line"]
+
+_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,19}$")
+
+
+class Settings(BaseSettings):
+    """keyhouse's settings. See the README for each one."""
+
+    model_config = SettingsConfigDict(env_prefix="KEYHOUSE_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path(".keyhouse"),
+        description="Directory for the SQLite database and generated secrets (mode 0700).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; default: SQLite in the data directory.",
+    )
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="'kid:base64-32-bytes,...', newest first. Unset: generated into the data dir.",
+    )
+    redis_url: str | None = None
+    key_prefix_secret: str = "sk_"  # noqa: S105 (a prefix, not a secret)
+    key_prefix_public: str = "pk_"
+    list_reveals_keys: bool = Field(
+        default=True,
+        description="GET /keys shows full secret keys (the seed's `key` member); false masks them.",
+    )
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+    log_level: str = "info"
+    default_max_keys: int | None = Field(default=100, ge=0)
+    default_monthly_requests: int | None = Field(default=None, ge=0)
+    default_rate_per_second: int | None = Field(default=None, ge=1)
+    default_burst: int | None = Field(default=None, ge=1)
+
+    @field_validator("key_prefix_secret", "key_prefix_public")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _PREFIX_RE.match(value):
+            raise ValueError(
+                "a key prefix is 1-20 characters of A-Z, a-z, 0-9 and '_', starting with a letter"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ValueError("log level is one of debug, info, warning, error")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_prefixes_distinct(self) -> Self:
+        secret, public = self.key_prefix_secret, self.key_prefix_public
+        # A key is parsed by its prefix; if one prefix started the other, a
+        # public key could be read as a secret one.
+        if secret.startswith(public) or public.startswith(secret):
+            raise ValueError("the secret and public key prefixes must not start one another")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.sqlite_path}"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir.resolve() / "keyhouse.db"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    """One readable line for a bad setting: which variable, and what is wrong."""
+    parts = []
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        name = "KEYHOUSE_" + str(loc[0]).upper() if loc else "settings"
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        parts.append(f"{name}: {msg}")
+    return "invalid setting: " + "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment (raises pydantic's ValidationError)."""
+    return Settings()

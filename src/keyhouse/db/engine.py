@@ -1,0 +1,110 @@
+"""Engines and sessions: one session per request, one commit.
+
+SQLite (the zero-config default) runs in WAL mode with ``synchronous=FULL``
+(an acknowledged commit is on disk: https://www.sqlite.org/wal.html#durability),
+a busy timeout, and foreign keys on. Writes open with ``BEGIN IMMEDIATE``:
+a deferred transaction that reads, then writes, fails with SQLITE_BUSY at
+once when another writer got there first (the busy timeout does not apply to
+that upgrade), while an immediate one waits its turn. Reads keep plain
+``BEGIN`` so they never wait for a writer (WAL). SQLAlchemy's recipe:
+https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from keyhouse.config import Settings
+
+__all__ = ["Database", "prepare_sqlite_file"]
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """Create the database's directory (0700) and file (0600) before SQLite does.
+
+    SQLite gives its -wal and -shm files the permissions of the database
+    file, so they stay private too.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+
+
+def _sqlite_engine(url: str, busy_timeout_ms: int, begin: str) -> AsyncEngine:
+    # hide_parameters: bound values (hashes, ciphertexts) stay out of error text.
+    engine = create_async_engine(url, hide_parameters=True)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below emit BEGIN, not the driver.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """The engines of one process, and sessions on them."""
+
+    def __init__(self, settings: Settings) -> None:
+        url = settings.sqlalchemy_url
+        self.url = url
+        self.is_sqlite = settings.is_sqlite
+        if self.is_sqlite:
+            database = make_url(url).database
+            if database and database != ":memory:":
+                prepare_sqlite_file(Path(database))
+            timeout = settings.sqlite_busy_timeout_ms
+            self.engine = _sqlite_engine(url, timeout, "BEGIN")
+            self.write_engine = _sqlite_engine(url, timeout, "BEGIN IMMEDIATE")
+        else:
+            self.engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+            self.write_engine = self.engine
+        self._read = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write = async_sessionmaker(self.write_engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @asynccontextmanager
+    async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        maker = self._write if write else self._read
+        async with maker() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        async with self.write_engine.begin() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.write_engine is not self.engine:
+            await self.write_engine.dispose()

@@ -1,0 +1,51 @@
+"""``/environments``: named scopes inside the account."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from keyhouse.deps import SecretCallerDep, SessionDep
+from keyhouse.environments.schemas import (
+    CreateEnvironmentRequest,
+    Environment,
+    ListEnvironmentsResponse,
+)
+from keyhouse.environments.service import EnvironmentService
+from keyhouse.openapi import error_responses
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/environments", tags=["environments"])
+
+
+@router.get(
+    "",
+    response_model=ListEnvironmentsResponse,
+    summary="List environments",
+    responses=error_responses(400, 401, 402, 403),
+)
+async def list_environments(caller: SecretCallerDep, session: SessionDep) -> JSONResponse:
+    """The account's environments, newest first. An environment-scoped key sees its own only."""
+    rows = await EnvironmentService(session).list(
+        caller.account_id, scope_environment_id=caller.environment_id
+    )
+    envs = [Environment.from_row(row).model_dump() for row in rows]
+    return JSONResponse({"environments": envs})
+
+
+@router.post(
+    "",
+    response_model=Environment,
+    status_code=201,
+    summary="Create an environment",
+    responses=error_responses(400, 401, 402, 403, 409, 413, 415),
+)
+async def create_environment(
+    body: CreateEnvironmentRequest, caller: SecretCallerDep, session: SessionDep
+) -> JSONResponse:
+    """Creates a named environment. Needs an account-wide secret key."""
+    row = await EnvironmentService(session).create(
+        caller.account_id, body.name, caller_environment_id=caller.environment_id
+    )
+    return JSONResponse(Environment.from_row(row).model_dump(), status_code=201)

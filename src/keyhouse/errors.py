@@ -1,0 +1,257 @@
+"""The one exception tree. Services raise these; only ``app.py`` renders them.
+
+Each error has an HTTP ``status_code``, a stable machine-readable ``code``
+(documented in the OpenAPI spec, never renamed) and, where it helps, a
+``fix`` that tells the caller what to do. Messages never contain a key,
+an encryption key or an admin token.
+
+    KeyhouseError                      500 internal_error
+    ├── BadRequest                     400 validation_error
+    │   └── KeyInQuery                 400 key_in_query
+    ├── Unauthorized                   401 (abstract; carries WWW-Authenticate)
+    │   ├── MissingApiKey              401 missing_api_key
+    │   ├── MalformedApiKey            401 malformed_api_key
+    │   ├── InvalidApiKey              401 invalid_api_key
+    │   ├── RevokedApiKey              401 revoked_api_key
+    │   └── ExpiredApiKey              401 expired_api_key
+    ├── PaymentRequired                402 (abstract)
+    │   ├── UsageLimitExceeded         402 usage_limit_exceeded
+    │   └── KeyLimitReached            402 key_limit_reached
+    ├── Forbidden                      403 insufficient_permissions
+    ├── NotFound                       404 not_found
+    ├── MethodNotAllowed               405 method_not_allowed
+    ├── Conflict                       409 conflict
+    │   └── LastSecretKey              409 last_secret_key
+    ├── PayloadTooLarge                413 payload_too_large
+    ├── UnsupportedMediaType           415 unsupported_media_type
+    ├── RateLimited                    429 rate_limited
+    ├── ProviderError                  502 provider_error
+    └── ServiceUnavailable             503 service_unavailable
+
+``ConfigurationError`` is separate: a bad setting stops the start, it is
+never an HTTP response.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "BadRequest",
+    "ConfigurationError",
+    "Conflict",
+    "ErrorCode",
+    "ExpiredApiKey",
+    "Forbidden",
+    "InvalidApiKey",
+    "KeyInQuery",
+    "KeyLimitReached",
+    "KeyhouseError",
+    "LastSecretKey",
+    "MalformedApiKey",
+    "MethodNotAllowed",
+    "MissingApiKey",
+    "NotFound",
+    "PayloadTooLarge",
+    "PaymentRequired",
+    "ProviderError",
+    "RateLimited",
+    "RevokedApiKey",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "UsageLimitExceeded",
+]
+
+
+class ErrorCode(StrEnum):
+    """Every ``error.code`` keyhouse can answer with."""
+
+    VALIDATION_ERROR = "validation_error"
+    KEY_IN_QUERY = "key_in_query"
+    MISSING_API_KEY = "missing_api_key"
+    MALFORMED_API_KEY = "malformed_api_key"
+    INVALID_API_KEY = "invalid_api_key"
+    REVOKED_API_KEY = "revoked_api_key"
+    EXPIRED_API_KEY = "expired_api_key"
+    USAGE_LIMIT_EXCEEDED = "usage_limit_exceeded"
+    KEY_LIMIT_REACHED = "key_limit_reached"
+    INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    LAST_SECRET_KEY = "last_secret_key"  # noqa: S105 (an error code)
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL_ERROR = "internal_error"
+    PROVIDER_ERROR = "provider_error"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+
+
+class KeyhouseError(Exception):
+    """Base of every error keyhouse answers with."""
+
+    status_code: int = 500
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    default_message: str = "Something went wrong on our side."
+    default_fix: str | None = "Retry the request; if it keeps failing, report its trackingId."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        fix: str | None = None,
+        headers: dict[str, str] | None = None,
+        provider: str | None = None,
+        provider_code: str | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.fix = fix if fix is not None else self.default_fix
+        self.headers = dict(headers or {})
+        self.provider = provider
+        self.provider_code = provider_code
+        super().__init__(self.message)
+
+
+class BadRequest(KeyhouseError):
+    status_code = 400
+    code = ErrorCode.VALIDATION_ERROR
+    default_message = "The request is not valid."
+    default_fix = "Check the request against the API reference at /docs."
+
+
+class KeyInQuery(BadRequest):
+    code = ErrorCode.KEY_IN_QUERY
+    default_message = "An API key was sent in the URL's query string; it was not used."
+    default_fix = (
+        "Send the key in the header 'Authorization: Bearer <key>'. URLs end up in logs, "
+        "so roll the key you sent."
+    )
+
+
+class Unauthorized(KeyhouseError):
+    status_code = 401
+    default_fix = "Send a valid key in the header 'Authorization: Bearer <key>'."
+
+    def __init__(self, message: str | None = None, *, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix, headers={"WWW-Authenticate": 'Bearer realm="keyhouse"'})
+
+
+class MissingApiKey(Unauthorized):
+    code = ErrorCode.MISSING_API_KEY
+    default_message = "No API key was sent."
+
+
+class MalformedApiKey(Unauthorized):
+    code = ErrorCode.MALFORMED_API_KEY
+    default_message = "The API key is malformed: its checksum does not match."
+    default_fix = "Copy the whole key again; a character was changed, added or lost."
+
+
+class InvalidApiKey(Unauthorized):
+    code = ErrorCode.INVALID_API_KEY
+    default_message = "The API key is not valid."
+
+
+class RevokedApiKey(Unauthorized):
+    code = ErrorCode.REVOKED_API_KEY
+    default_message = "The API key has been revoked."
+    default_fix = "Use another key of the account, or create a new one."
+
+
+class ExpiredApiKey(Unauthorized):
+    code = ErrorCode.EXPIRED_API_KEY
+    default_message = "The API key has expired."
+    default_fix = "Use the key that replaced it (see its roll), or create a new one."
+
+
+class PaymentRequired(KeyhouseError):
+    status_code = 402
+
+
+class UsageLimitExceeded(PaymentRequired):
+    code = ErrorCode.USAGE_LIMIT_EXCEEDED
+    default_message = "The account has used all requests of its plan for this period."
+    default_fix = "Wait for the period to reset, or ask the operator for a larger plan."
+
+
+class KeyLimitReached(PaymentRequired):
+    code = ErrorCode.KEY_LIMIT_REACHED
+    default_message = "The account has reached the number of active keys its plan allows."
+    default_fix = "Revoke a key you no longer use, or ask the operator for a larger plan."
+
+
+class Forbidden(KeyhouseError):
+    status_code = 403
+    code = ErrorCode.INSUFFICIENT_PERMISSIONS
+    default_message = "This key may not do that."
+    default_fix = "Use an account-wide secret key."
+
+
+class NotFound(KeyhouseError):
+    status_code = 404
+    code = ErrorCode.NOT_FOUND
+    default_message = "Not found."
+    default_fix = "Check the id and the path; see /docs for the routes."
+
+
+class MethodNotAllowed(KeyhouseError):
+    status_code = 405
+    code = ErrorCode.METHOD_NOT_ALLOWED
+    default_message = "This method is not allowed on this path."
+    default_fix = "See /docs for the methods this path accepts."
+
+
+class Conflict(KeyhouseError):
+    status_code = 409
+    code = ErrorCode.CONFLICT
+    default_message = "The request conflicts with the current state."
+    default_fix: str | None = None
+
+
+class LastSecretKey(Conflict):
+    code = ErrorCode.LAST_SECRET_KEY
+    default_message = "This is the account's last active account-wide secret key."
+    default_fix = (
+        "Create another account-wide secret key first, or repeat with ?force=true "
+        "to lock the account out of its own API."
+    )
+
+
+class PayloadTooLarge(KeyhouseError):
+    status_code = 413
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+    default_message = "The request body is too large."
+    default_fix = "Send a smaller body."
+
+
+class UnsupportedMediaType(KeyhouseError):
+    status_code = 415
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    default_message = "The request body must be JSON."
+    default_fix = "Send the body with 'Content-Type: application/json'."
+
+
+class RateLimited(KeyhouseError):
+    status_code = 429
+    code = ErrorCode.RATE_LIMITED
+    default_message = "Too many requests."
+    default_fix = "Wait for the number of seconds in the Retry-After header, then retry."
+
+
+class ProviderError(KeyhouseError):
+    status_code = 502
+    code = ErrorCode.PROVIDER_ERROR
+    default_message = "An upstream provider failed."
+
+
+class ServiceUnavailable(KeyhouseError):
+    status_code = 503
+    code = ErrorCode.SERVICE_UNAVAILABLE
+    default_message = "The service is unavailable right now."
+    default_fix = "Retry after the number of seconds in the Retry-After header."
+
+
+class ConfigurationError(Exception):
+    """A setting or a file keyhouse needs is wrong; the message is one line."""

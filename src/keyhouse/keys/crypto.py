@@ -1,0 +1,155 @@
+"""Hashing and encryption of keys: only a hash and a ciphertext are stored.
+
+* ``key_hash`` = SHA-256 of the key. A native key has 256 random bits, so a
+  fast hash is enough: brute force is 2**256 guesses whatever the hash costs.
+  The unique index on it makes lookup a constant-time-by-construction
+  equality on a digest, never a comparison of the secret.
+* ``key_ciphertext`` = nonce (12 bytes) + AES-256-GCM(key) under the
+  encryption key ``enc_kid``, with the key's id as associated data, so a
+  ciphertext copied onto another row does not decrypt.
+
+The database alone or the encryption key alone yields no key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keyhouse.errors import ConfigurationError
+
+__all__ = ["Keyring", "hash_key", "load_keyring"]
+
+_NONCE_LEN = 12
+_KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+ENCRYPTION_KEYS_FILE = "encryption_keys"
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    kid: str
+    ciphertext: bytes
+
+
+class Keyring:
+    """The encryption keys in force; the first one encrypts, all decrypt."""
+
+    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+        if not keys:
+            raise ConfigurationError("at least one encryption key is needed")
+        self._keys = {kid: AESGCM(raw) for kid, raw in keys}
+        self.current_kid = keys[0][0]
+
+    def __repr__(self) -> str:  # never show key material
+        return f"Keyring(kids={list(self._keys)!r})"
+
+    def encrypt(self, plaintext: str, associated: str) -> Sealed:
+        nonce = os.urandom(_NONCE_LEN)
+        sealed = self._keys[self.current_kid].encrypt(
+            nonce, plaintext.encode("utf-8"), associated.encode("utf-8")
+        )
+        return Sealed(self.current_kid, nonce + sealed)
+
+    def decrypt(self, kid: str, ciphertext: bytes, associated: str) -> str:
+        aead = self._keys.get(kid)
+        if aead is None:
+            raise ConfigurationError(
+                f"encryption key {kid!r} is not configured; add it to KEYHOUSE_ENCRYPTION_KEYS"
+            )
+        try:
+            plain = aead.decrypt(
+                ciphertext[:_NONCE_LEN], ciphertext[_NONCE_LEN:], associated.encode("utf-8")
+            )
+        except InvalidTag:
+            raise ConfigurationError(
+                f"a key ciphertext does not decrypt with encryption key {kid!r}"
+            ) from None
+        return plain.decode("utf-8")
+
+
+def parse_keys(spec: str) -> list[tuple[str, bytes]]:
+    """``kid:base64-32-bytes,...`` into pairs; errors never echo key material."""
+    keys: list[tuple[str, bytes]] = []
+    for position, item in enumerate(filter(None, (p.strip() for p in spec.split(","))), 1):
+        kid, sep, encoded = item.partition(":")
+        if not sep or not _KID_RE.match(kid):
+            raise ConfigurationError(
+                f"KEYHOUSE_ENCRYPTION_KEYS entry {position}: expected 'kid:base64-32-bytes' "
+                "with a kid of 1-32 characters A-Z a-z 0-9 _ -"
+            )
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigurationError(
+                f"KEYHOUSE_ENCRYPTION_KEYS entry {position} ({kid}): the key must be 32 bytes "
+                "in base64 (python -c 'import os,base64;print(base64.b64encode(os.urandom(32)))')"
+            )
+        if any(kid == k for k, _ in keys):
+            raise ConfigurationError(f"KEYHOUSE_ENCRYPTION_KEYS: kid {kid!r} appears twice")
+        keys.append((kid, raw))
+    if not keys:
+        raise ConfigurationError("KEYHOUSE_ENCRYPTION_KEYS is set but holds no key")
+    return keys
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create the data directory (mode 0700) if it is missing."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Create ``path`` with mode 0600, atomically; ``FileExistsError`` if it exists.
+
+    Written to a temporary name, fsynced, then hard-linked into place: a
+    process that starts at the same moment sees either no file or a whole one.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_keyring(spec: str | None, data_dir: Path) -> Keyring:
+    """The keyring from the setting, or from (or generated into) the data dir.
+
+    With no setting, a key is generated on first start so that the
+    zero-config start survives restarts; two processes starting at once
+    cannot both write it (O_EXCL), the loser reads the winner's file.
+    """
+    if spec:
+        return Keyring(parse_keys(spec))
+    ensure_private_dir(data_dir)
+    path = data_dir / ENCRYPTION_KEYS_FILE
+    if not path.exists():
+        kid = "k" + secrets.token_hex(4)
+        encoded = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+        # Another process won the race: use its key.
+        with contextlib.suppress(FileExistsError):
+            write_private_file(path, f"{kid}:{encoded}\n")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+    return Keyring(parse_keys(content.replace("\n", ",")))

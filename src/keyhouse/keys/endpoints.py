@@ -1,0 +1,123 @@
+"""``/keys``: the seed's ``GET /keys`` and the lifecycle around it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from keyhouse.deps import RuntimeDep, SecretCallerDep, SessionDep
+from keyhouse.keys.schemas import ApiKey, CreateKeyRequest, KeyType, ListKeysResponse
+from keyhouse.keys.service import KeyService
+from keyhouse.openapi import error_responses
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/keys", tags=["keys"])
+
+
+@router.get(
+    "",
+    response_model=ListKeysResponse,
+    summary="List all API keys for the authenticated user's account",
+    responses=error_responses(400, 401, 402, 403),
+)
+async def list_keys(
+    caller: SecretCallerDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    environmentId: Annotated[
+        str | None, Query(max_length=64, description="Only keys of this environment.")
+    ] = None,
+    keyType: Annotated[KeyType | None, Query(description="Only keys of this type.")] = None,
+    revoked: Annotated[
+        bool | None,
+        Query(description="true: only revoked keys; false: only keys not revoked (expired too)."),
+    ] = None,
+) -> JSONResponse:
+    """Lists all API keys for the authenticated account, newest first.
+
+    An environment-scoped key sees only the keys of its environment. Each key
+    carries its full key string (`key`) unless the operator set
+    `KEYHOUSE_LIST_REVEALS_KEYS=false`, in which case secret keys are masked.
+    """
+    service = KeyService(session, runtime)
+    rows = await service.list_keys(
+        caller.account_id,
+        scope_environment_id=caller.environment_id,
+        environment_id=environmentId,
+        key_type=keyType,
+        revoked=revoked,
+    )
+    reveal = runtime.settings.list_reveals_keys
+    return JSONResponse({"keys": service.to_objects(rows, reveal=reveal)})
+
+
+@router.post(
+    "",
+    response_model=ApiKey,
+    status_code=201,
+    summary="Create an API key",
+    responses=error_responses(400, 401, 402, 403, 404, 413, 415),
+)
+async def create_key(
+    body: CreateKeyRequest, caller: SecretCallerDep, session: SessionDep, runtime: RuntimeDep
+) -> JSONResponse:
+    """Creates a key and returns it with its full `key` string.
+
+    An environment-scoped caller creates keys in its own environment only.
+    """
+    service = KeyService(session, runtime)
+    issued = await service.create(
+        caller.account_id,
+        name=body.name,
+        key_type=body.keyType,
+        environment_id=body.environmentId,
+        expires_at=body.expiresAt,
+        caller=caller,
+    )
+    return JSONResponse(service.to_object(issued.row), status_code=201)
+
+
+@router.get(
+    "/{key_id}",
+    response_model=ApiKey,
+    summary="Retrieve an API key",
+    responses=error_responses(400, 401, 402, 403, 404),
+)
+async def get_key(
+    key_id: str, caller: SecretCallerDep, session: SessionDep, runtime: RuntimeDep
+) -> JSONResponse:
+    """One key of the account. A key of another account (or, for an
+    environment-scoped caller, of another environment) is `404 not_found`."""
+    service = KeyService(session, runtime)
+    row = await service.get(caller.account_id, key_id, scope_environment_id=caller.environment_id)
+    return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))
+
+
+@router.post(
+    "/{key_id}/revoke",
+    response_model=ApiKey,
+    summary="Revoke an API key",
+    responses=error_responses(400, 401, 402, 403, 404, 409),
+)
+async def revoke_key(
+    key_id: str,
+    caller: SecretCallerDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    force: Annotated[
+        bool, Query(description="Revoke even the account's last active account-wide secret key.")
+    ] = False,
+) -> JSONResponse:
+    """Revokes the key at once. Revoking a revoked key succeeds and changes nothing.
+
+    Revoking the account's last active account-wide secret key is refused
+    with `409 last_secret_key` unless `force=true`.
+    """
+    service = KeyService(session, runtime)
+    row = await service.revoke(
+        caller.account_id, key_id, scope_environment_id=caller.environment_id, force=force
+    )
+    return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))

@@ -1,0 +1,73 @@
+"""SQLAlchemy statements for API keys. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keyhouse.models import ApiKey
+
+__all__ = ["KeyRepository"]
+
+
+class KeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get_by_hash(self, key_hash: bytes) -> ApiKey | None:
+        result = await self.session.execute(select(ApiKey).where(ApiKey.key_hash == key_hash))
+        return result.scalar_one_or_none()
+
+    async def get(
+        self, account_id: str | None, key_id: str, *, environment_id: str | None = None
+    ) -> ApiKey | None:
+        """A key by id, within ``account_id`` (None: any account, for the operator)."""
+        stmt = select(ApiKey).where(ApiKey.id == key_id)
+        if account_id is not None:
+            stmt = stmt.where(ApiKey.account_id == account_id)
+        if environment_id is not None:
+            stmt = stmt.where(ApiKey.environment_id == environment_id)
+        result = await self.session.execute(stmt)
+        return result.scalar_one_or_none()
+
+    async def list(
+        self,
+        account_id: str,
+        *,
+        environment_id: str | None = None,
+        key_type: str | None = None,
+        revoked: bool | None = None,
+    ) -> Sequence[ApiKey]:
+        stmt = select(ApiKey).where(ApiKey.account_id == account_id)
+        if environment_id is not None:
+            stmt = stmt.where(ApiKey.environment_id == environment_id)
+        if key_type is not None:
+            stmt = stmt.where(ApiKey.key_type == key_type)
+        if revoked is not None:
+            stmt = stmt.where(ApiKey.revoked.is_(revoked))
+        stmt = stmt.order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+        result = await self.session.execute(stmt)
+        return result.scalars().all()
+
+    async def count_active_account_secrets(
+        self, account_id: str, *, active_after: datetime, excluding: str
+    ) -> int:
+        """Account-wide secret keys that are not revoked and live past ``active_after``."""
+        stmt = select(func.count()).where(
+            ApiKey.account_id == account_id,
+            ApiKey.key_type == "secret",
+            ApiKey.environment_id.is_(None),
+            ApiKey.revoked.is_(False),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > active_after),
+            ApiKey.id != excluding,
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    def add(self, key: ApiKey) -> None:
+        self.session.add(key)
+
+    async def flush(self) -> None:
+        await self.session.flush()

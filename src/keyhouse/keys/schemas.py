@@ -1,0 +1,67 @@
+"""The key object of the seed (``GET /keys``) and the request bodies around it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from keyhouse.schemas import Name, Schema, omittable
+
+__all__ = ["ApiKey", "CreateKeyRequest", "KeyType", "ListKeysResponse"]
+
+KeyType = Literal["secret", "public"]
+
+
+class ApiKey(BaseModel):
+    """An API key, as the seed's ``GET /keys`` documents it."""
+
+    model_config = ConfigDict(title="ApiKey")
+
+    id: str = Field(description="Unique identifier for the key (jti)")
+    key: str = Field(
+        description=(
+            "The full key string with prefix (shown for reference but should be stored "
+            "securely by user). Masked (`sk_…Ab12`) for secret keys in listings when the "
+            "operator sets KEYHOUSE_LIST_REVEALS_KEYS=false."
+        )
+    )
+    keyType: KeyType = Field(description="Type of API key")
+    environmentId: str | None = omittable(
+        "Environment ID if the key is scoped to a specific environment"
+    )
+    accountId: str = Field(description="The account ID that owns this key")
+    name: str = Field(description="Human-readable name/description for the key")
+    revoked: bool = Field(description="Whether the key has been revoked")
+    createdAt: str = Field(description="ISO 8601 timestamp when the key was created")
+    lastUsedAt: str | None = omittable(
+        "ISO 8601 timestamp of when the key was last used (if tracked)"
+    )
+    expiresAt: str | None = omittable(
+        "ISO 8601 timestamp when the key expires (omitted when it never does)"
+    )
+
+
+class ListKeysResponse(BaseModel):
+    """Response body for GET /keys endpoint Lists all API keys for the authenticated account"""
+
+    model_config = ConfigDict(title="ListKeysResponse")
+
+    keys: list[ApiKey] = Field(
+        description="Array of API key metadata (does not include the actual key strings)"
+    )
+
+
+class CreateKeyRequest(Schema):
+    """A new key. An environment-scoped caller can only create keys in its environment."""
+
+    name: Name
+    keyType: KeyType = Field(description="`secret` manages the account; `public` only verifies.")
+    environmentId: str | None = omittable(
+        "Scope the key to this environment; omitted: account-wide (or the caller's "
+        "environment, for an environment-scoped caller).",
+        max_length=64,
+    )
+    expiresAt: AwareDatetime | None = omittable(
+        "When the key stops working: ISO 8601 with a time zone, in the future."
+    )

@@ -1,0 +1,40 @@
+"""What one process holds for its lifetime: settings, database, key material.
+
+Built by ``create_app``'s lifespan and by the CLI, then handed to services;
+nothing here is global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keyhouse.config import Settings
+from keyhouse.db.engine import Database
+from keyhouse.keys.crypto import Keyring, load_keyring
+from keyhouse.keys.format import KeyFormat
+
+__all__ = ["Runtime"]
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    key_format: KeyFormat
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        keyring = load_keyring(
+            settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
+            settings.data_dir,
+        )
+        return cls(
+            settings=settings,
+            db=Database(settings),
+            keyring=keyring,
+            key_format=KeyFormat(settings.key_prefix_secret, settings.key_prefix_public),
+        )
+
+    async def close(self) -> None:
+        await self.db.dispose()
