@@ -1,0 +1,73 @@
+"""Factories: rows made through the real services, committed like a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from keyhouse.accounts.service import AccountService
+from keyhouse.environments.service import EnvironmentService
+from keyhouse.keys.schemas import KeyType
+from keyhouse.keys.service import IssuedKey, KeyService
+from keyhouse.models import Environment
+from keyhouse.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class AccountWithKey:
+    account_id: str
+    key_id: str
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def create_account(runtime: Runtime, name: str = "Acme") -> AccountWithKey:
+    async with runtime.db.session(write=True) as session:
+        new = await AccountService(session, runtime).create(name)
+    return AccountWithKey(new.account.id, new.key.row.id, new.key.plaintext)
+
+
+async def create_environment(runtime: Runtime, account_id: str, name: str) -> Environment:
+    async with runtime.db.session(write=True) as session:
+        return await EnvironmentService(session).create(account_id, name)
+
+
+async def create_key(
+    runtime: Runtime,
+    account_id: str,
+    *,
+    key_type: KeyType = "secret",
+    name: str = "test key",
+    environment_id: str | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
+    async with runtime.db.session(write=True) as session:
+        return await KeyService(session, runtime).create(
+            account_id,
+            name=name,
+            key_type=key_type,
+            environment_id=environment_id,
+            expires_at=expires_at,
+        )
+
+
+def mask(key: str) -> str:
+    return f"{key[:3]}…{key[-4:]}" if len(key) > 8 else "…"
+
+
+def expect_same_key(actual: object, expected: str) -> None:
+    """Fail with masked keys only: a test's output never shows a full key.
+
+    Call it as a statement, not inside ``assert`` (pytest would print the
+    arguments).
+    """
+    if actual != expected:
+        shown = mask(actual) if isinstance(actual, str) else type(actual).__name__
+        raise AssertionError(f"key mismatch: got {shown}, expected {mask(expected)}")
