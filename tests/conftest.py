@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
 from fastapi import FastAPI
 
@@ -24,16 +25,25 @@ from keyhouse.config import Settings
 from keyhouse.db.migrate import migrate
 from keyhouse.runtime import Runtime
 
+# No per-example deadline: speed goals live in benchmarks, not in tests (and a
+# 2-core CI machine under load would make a deadline flaky). CI prints seeds.
+hypothesis.settings.register_profile("keyhouse", deadline=None, print_blob=True)
+hypothesis.settings.load_profile("keyhouse")
+
 # Settings must come from the tests alone, whatever the shell exported.
 for _name in [n for n in os.environ if n.startswith("KEYHOUSE_")]:
     del os.environ[_name]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every async test runs on anyio's pytest plugin (asyncio backend).
-    for item in items:
-        if inspect.iscoroutinefunction(getattr(item, "function", None)):
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> None:
+    """Run every async test on anyio's pytest plugin (marked before anyio looks).
+
+    Hypothesis wraps a test; the coroutine is then its ``inner_test``.
+    """
+    inner = getattr(getattr(obj, "hypothesis", None), "inner_test", obj)
+    if inspect.iscoroutinefunction(inner) and name.startswith("test"):
+        pytest.mark.anyio(obj)
 
 
 @pytest.fixture
