@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from keyhouse.accounts.service import AccountService
+from keyhouse.audit.service import CLI
 from keyhouse.environments.service import EnvironmentService
 from keyhouse.keys.schemas import KeyType
 from keyhouse.keys.service import IssuedKey, KeyService
@@ -30,13 +31,13 @@ def bearer(key: str) -> dict[str, str]:
 
 async def create_account(runtime: Runtime, name: str = "Acme") -> AccountWithKey:
     async with runtime.db.session(write=True) as session:
-        new = await AccountService(session, runtime).create(name)
+        new = await AccountService(session, runtime).create(name, actor=CLI)
     return AccountWithKey(new.account.id, new.key.row.id, new.key.plaintext)
 
 
 async def create_environment(runtime: Runtime, account_id: str, name: str) -> Environment:
     async with runtime.db.session(write=True) as session:
-        return await EnvironmentService(session).create(account_id, name)
+        return await EnvironmentService(session).create(account_id, name, actor=CLI)
 
 
 async def create_key(
@@ -55,6 +56,7 @@ async def create_key(
             key_type=key_type,
             environment_id=environment_id,
             expires_at=expires_at,
+            actor=CLI,
         )
 
 

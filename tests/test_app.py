@@ -74,6 +74,15 @@ async def test_wrong_method_is_405_method_not_allowed(client: httpx.AsyncClient)
     assert "GET" in {m.strip() for m in allow.split(",")}
 
 
+async def test_405_allow_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    # RFC 9110 §15.5.6: Allow lists the target resource's supported methods;
+    # /keys serves GET and POST.
+    response = await client.delete("/keys")
+    expect_error(response, 405, "method_not_allowed")
+    allow = {m.strip() for m in response.headers.get("allow", "").split(",")}
+    assert {"GET", "POST"} <= allow
+
+
 # -- body guards ----------------------------------------------------------------------
 
 
@@ -303,14 +312,14 @@ async def test_error_bodies_have_no_nulls_and_omit_unset_members(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     acc = await create_account(runtime)
-    responses = [
-        (await client.get("/nope"), 404, "not_found"),
-        (await client.get("/keys"), 401, "missing_api_key"),
-        (await client.get("/keys", params={"revoked": "maybe"}, headers=acc.auth), 400,
-         "validation_error"),
-        (await client.get("/keys/key_nope", headers=acc.auth), 404, "not_found"),
-    ]  # fmt: skip
-    for response, status, code in responses:
+    calls: list[tuple[str, dict[str, str] | None, dict[str, str], int, str]] = [
+        ("/nope", None, {}, 404, "not_found"),
+        ("/keys", None, {}, 401, "missing_api_key"),
+        ("/keys", {"revoked": "maybe"}, acc.auth, 400, "validation_error"),
+        ("/keys/key_nope", None, acc.auth, 404, "not_found"),
+    ]
+    for path, params, headers, status, code in calls:
+        response = await client.get(path, params=params, headers=headers)
         body = expect_error(response, status, code)
         assert "provider" not in body["error"]
         assert "providerCode" not in body["error"]
@@ -353,12 +362,20 @@ async def test_unhandled_exception_is_500_without_internals(
 # -- access log -------------------------------------------------------------------------
 
 
-def log_lines(err: str) -> list[dict[str, Any]]:
+def request_lines(err: str, tracking_id: str | None = None) -> list[dict[str, Any]]:
+    """The access log lines (event "request") in captured stderr, for one tracking id."""
+    # Hidden frame: its argument is all of stderr, which a failure would print.
+    __tracebackhide__ = True
     lines = []
-    for line in err.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            lines.append(json.loads(line))
+    for raw in err.splitlines():
+        raw = raw.strip()
+        if not raw.startswith("{"):
+            continue
+        line = json.loads(raw)
+        if line.get("event") != "request":
+            continue
+        if tracking_id is None or line.get("tracking_id") == tracking_id:
+            lines.append(line)
     return lines
 
 
@@ -370,20 +387,18 @@ async def test_access_log_line(
     response = await client.get("/keys", params={"keyType": "secret"}, headers=acc.auth)
     assert response.status_code == 200
     out = capsys.readouterr().err
+    leaked = acc.key in out
+    assert not leaked, "key leaked into logs"
     tracking_id = response.headers["x-tracking-id"]
-    matching = [
-        line
-        for line in log_lines(out)
-        if line.get("event") == "request" and line.get("tracking_id") == tracking_id
-    ]
-    assert len(matching) == 1
+    matching = request_lines(out, tracking_id)
+    count = len(matching)
+    assert count == 1
     line = matching[0]
+    assert line["tracking_id"] == tracking_id
     assert line["method"] == "GET"
     assert line["path"] == "/keys"
     assert line["status"] == 200
     assert isinstance(line["duration_ms"], int | float)
-    leaked = acc.key in out
-    assert not leaked, "key leaked into logs"
 
 
 async def test_access_log_of_rejected_query_key(
@@ -394,17 +409,14 @@ async def test_access_log_of_rejected_query_key(
     response = await client.get("/keys", params={"api_key": acc.key})
     expect_error(response, 400, "key_in_query")
     out = capsys.readouterr().err
-    tracking_id = response.headers["x-tracking-id"]
-    matching = [
-        line
-        for line in log_lines(out)
-        if line.get("event") == "request" and line.get("tracking_id") == tracking_id
-    ]
-    assert len(matching) == 1
-    assert matching[0]["path"] == "/keys"
-    assert matching[0]["status"] == 400
     leaked = acc.key in out
     assert not leaked, "key leaked into logs"
+    matching = request_lines(out, response.headers["x-tracking-id"])
+    count = len(matching)
+    assert count == 1
+    assert matching[0]["method"] == "GET"
+    assert matching[0]["path"] == "/keys"
+    assert matching[0]["status"] == 400
 
 
 async def test_access_log_masks_key_in_path(
@@ -413,21 +425,25 @@ async def test_access_log_masks_key_in_path(
     acc = await create_account(runtime)
     capsys.readouterr()
     response = await client.get(f"/keys/{acc.key}", headers=acc.auth)
-    expect_error(response, 404, "not_found")
+    assert response.status_code == 404
     out = capsys.readouterr().err
     leaked = acc.key in out
     assert not leaked, "key leaked into logs"
-    requests = [line for line in log_lines(out) if line.get("event") == "request"]
-    assert len(requests) == 1
-    assert requests[0]["path"].startswith("/keys/")
+    matching = request_lines(out, response.headers["x-tracking-id"])
+    count = len(matching)
+    assert count == 1
+    assert matching[0]["path"].startswith("/keys/")
+    assert matching[0]["status"] == 404
 
 
 async def test_error_bodies_never_echo_the_key(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    # errors.py: "Messages never contain a key" (a key pasted into a path, here).
     acc = await create_account(runtime)
-    response = await client.get(f"/keys/{acc.key}", headers=acc.auth)
-    expect_error(response, 404, "not_found")
-    leaked = acc.key in response.text
-    assert not leaked, "key echoed in the error body"
+    for method, path in [("GET", f"/keys/{acc.key}"), ("POST", f"/keys/{acc.key}/revoke")]:
+        response = await client.request(method, path, headers=acc.auth)
+        expect_error(response, 404, "not_found")
+        leaked = acc.key in response.text
+        assert not leaked, f"key echoed in the error body of {method} /keys/<key>"
 
 
 async def test_unhandled_exception_is_logged_with_tracking_id(
@@ -443,16 +459,11 @@ async def test_unhandled_exception_is_logged_with_tracking_id(
         capsys.readouterr()
         response = await client.get("/boom")
     expect_error(response, 500, "internal_error")
-    lines = log_lines(capsys.readouterr().err)
-    tracking_id = response.headers["x-tracking-id"]
-    request_lines = [
-        line
-        for line in lines
-        if line.get("event") == "request" and line.get("tracking_id") == tracking_id
-    ]
-    assert len(request_lines) == 1
-    assert request_lines[0]["status"] == 500
-    assert request_lines[0]["path"] == "/boom"
+    matching = request_lines(capsys.readouterr().err, response.headers["x-tracking-id"])
+    count = len(matching)
+    assert count == 1
+    assert matching[0]["status"] == 500
+    assert matching[0]["path"] == "/boom"
 
 
 # -- OpenAPI ------------------------------------------------------------------------------
@@ -538,6 +549,6 @@ async def test_readyz(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ready"}
 
 
-async def test_bearer_helper_is_not_needed_for_meta(client: httpx.AsyncClient) -> None:
+async def test_healthz_ignores_authorization(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz", headers=bearer("garbage"))
     assert response.status_code == 200

@@ -24,9 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyhouse import __version__, errors
+from keyhouse.accounts.endpoints import account_router
+from keyhouse.accounts.endpoints import admin_router as accounts_admin_router
+from keyhouse.audit.endpoints import router as events_router
 from keyhouse.config import Settings, load_settings
 from keyhouse.environments.endpoints import router as environments_router
 from keyhouse.ids import new_ulid
+from keyhouse.keys.endpoints import admin_router as keys_admin_router
 from keyhouse.keys.endpoints import router as keys_router
 from keyhouse.keys.format import KeyFormat, Kind
 from keyhouse.logs import configure_logging, get_logger
@@ -117,6 +121,23 @@ def _http_error(exc: StarletteHTTPException) -> errors.KeyhouseError:
         mapped = errors.KeyhouseError()
     mapped.headers.update(headers)
     return mapped
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this path accepts (for the Allow header)."""
+    path = request.url.path
+    methods: set[str] = set()
+    pending: list[Any] = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)  # FastAPI's include_router
+        if included is not None:
+            pending.extend(included.routes)
+            continue
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 # -- middleware -----------------------------------------------------------------
@@ -307,7 +328,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(_tracking_id(request), _http_error(exc))
+        mapped = _http_error(exc)
+        if exc.status_code == 405:
+            # Starlette's Allow names the first route of the path only.
+            mapped.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return error_response(_tracking_id(request), mapped)
 
     @app.exception_handler(errors.ConfigurationError)
     async def _configuration(request: Request, exc: errors.ConfigurationError) -> JSONResponse:
@@ -316,6 +341,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(keys_router)
     app.include_router(environments_router)
+    app.include_router(account_router)
+    app.include_router(events_router)
+    app.include_router(accounts_admin_router)
+    app.include_router(keys_admin_router)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -23,7 +23,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keyhouse import errors
+from keyhouse.accounts.schemas import Account, LimitsUpdate
 from keyhouse.accounts.service import AccountService
+from keyhouse.admin_tokens import load_admin_tokens
+from keyhouse.audit.service import CLI, AuditService, event_object
 from keyhouse.config import Settings, load_settings, settings_error_line
 from keyhouse.db.migrate import migrate
 from keyhouse.environments.schemas import Environment
@@ -137,9 +140,18 @@ def serve(
             settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
             settings.data_dir,
         )
+        load_admin_tokens(
+            settings.admin_tokens.get_secret_value() if settings.admin_tokens else None,
+            settings.data_dir,
+        )
         await migrate(settings)
 
     run(settings, _prepare)
+    if not settings.admin_tokens:
+        print(
+            "keyhouse: operator API token: run `keyhouse admin-token` to print it",
+            file=sys.stderr,
+        )
     # keyhouse writes its own access log line (no query string, tracking id).
     options: dict[str, Any] = {
         "host": host,
@@ -177,7 +189,7 @@ def account_create(
     name = _name(name)
 
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, str]:
-        new = await AccountService(session, runtime).create(name)
+        new = await AccountService(session, runtime).create(name, actor=CLI)
         return {"accountId": new.account.id, "keyId": new.key.row.id, "key": new.key.plaintext}
 
     result = with_session(settings, work)
@@ -205,7 +217,7 @@ def environment_create(
 
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
         await AccountService(session, runtime).get(account)
-        row = await EnvironmentService(session).create(account, name)
+        row = await EnvironmentService(session).create(account, name, actor=CLI)
         return Environment.from_row(row).model_dump()
 
     result = with_session(settings, work)
@@ -255,7 +267,7 @@ def key_create(
         await AccountService(session, runtime).get(account)
         service = KeyService(session, runtime)
         issued = await service.create(
-            account, name=name, key_type=typed, environment_id=environment
+            account, name=name, key_type=typed, environment_id=environment, actor=CLI
         )
         return service.to_object(issued.row)
 
@@ -312,7 +324,7 @@ def key_revoke(
 
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
-        row = await service.revoke(None, key_id, force=force)
+        row = await service.revoke(None, key_id, force=force, actor=CLI)
         return service.to_object(row, reveal=runtime.settings.list_reveals_keys)
 
     result = with_session(settings, work)
@@ -320,6 +332,191 @@ def key_revoke(
         emit_json(result)
         return
     Console().print(f"Revoked key [bold]{result['id']}[/bold] ({result['name']}).")
+
+
+@key_app.command("roll")
+def key_roll(
+    key_id: Annotated[str, typer.Argument(help="Key id (key_...).")],
+    grace: Annotated[
+        int,
+        typer.Option(
+            "--grace", min=0, max=604_800, help="Seconds the old key keeps working (0-604800)."
+        ),
+    ] = 86_400,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace a key with a new one; the old one works for the grace period."""
+    settings = _settings()
+
+    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+        service = KeyService(session, runtime)
+        issued = await service.roll(None, key_id, grace_seconds=grace, actor=CLI)
+        return service.to_object(issued.row)
+
+    result = with_session(settings, work)
+    if as_json:
+        emit_json(result)
+        return
+    Console().print(f"Rolled {key_id} into [bold]{result['id']}[/bold]:")
+    Console().print(result["key"], markup=False, highlight=False, soft_wrap=True)
+
+
+@key_app.command("rename")
+def key_rename(
+    key_id: Annotated[str, typer.Argument(help="Key id (key_...).")],
+    name: Annotated[str, typer.Argument(help="The new name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Rename a key."""
+    settings = _settings()
+    name = _name(name)
+
+    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+        service = KeyService(session, runtime)
+        row = await service.rename(None, key_id, name, actor=CLI)
+        return service.to_object(row, reveal=runtime.settings.list_reveals_keys)
+
+    result = with_session(settings, work)
+    if as_json:
+        emit_json(result)
+        return
+    Console().print(f"Renamed key [bold]{result['id']}[/bold] to {result['name']!r}.")
+
+
+@account_app.command("list")
+def account_list(as_json: JsonOpt = False) -> None:
+    """List accounts, newest first."""
+    settings = _settings()
+
+    async def work(session: AsyncSession, runtime: Runtime) -> list[dict[str, Any]]:
+        rows = await AccountService(session, runtime).list_accounts()
+        return [Account.from_row(r).to_json() for r in rows]
+
+    accounts = with_session(settings, work)
+    if as_json:
+        emit_json({"accounts": accounts})
+        return
+    table = Table("id", "name", "max keys", "monthly requests", "rate/s", "burst", "created")
+    for a in accounts:
+        limits = a["limits"]
+        table.add_row(
+            a["id"],
+            a["name"],
+            *(_limit(limits[m]) for m in ("maxKeys", "monthlyRequests", "ratePerSecond", "burst")),
+            a["createdAt"],
+        )
+    Console().print(table)
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
+
+
+def _limit_value(raw: str | None, name: str, minimum: int) -> int | None:
+    if raw is None or raw.lower() in {"none", "null", "unlimited"}:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        fail(f"validation_error: {name} is an integer or 'unlimited'")
+    if value < minimum or value > 2**31 - 1:
+        fail(f"validation_error: {name} is at least {minimum}")
+    return value
+
+
+@account_app.command("limits")
+def account_limits(
+    account: Annotated[str, typer.Argument(help="Account id (acc_...).")],
+    max_keys: Annotated[str | None, typer.Option("--max-keys", help="N or 'unlimited'.")] = None,
+    monthly_requests: Annotated[
+        str | None, typer.Option("--monthly-requests", help="N or 'unlimited'.")
+    ] = None,
+    rate_per_second: Annotated[
+        str | None, typer.Option("--rate-per-second", help="N or 'unlimited'.")
+    ] = None,
+    burst: Annotated[str | None, typer.Option("--burst", help="N or 'unlimited'.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show or set an account's plan limits (only the options given change)."""
+    settings = _settings()
+    given = {
+        "maxKeys": (max_keys, "--max-keys", 0),
+        "monthlyRequests": (monthly_requests, "--monthly-requests", 0),
+        "ratePerSecond": (rate_per_second, "--rate-per-second", 1),
+        "burst": (burst, "--burst", 1),
+    }
+    changes = {
+        member: _limit_value(raw, flag, minimum)
+        for member, (raw, flag, minimum) in given.items()
+        if raw is not None
+    }
+    limits = LimitsUpdate(**changes) if changes else None
+
+    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+        service = AccountService(session, runtime)
+        row = await service.update(account, limits=limits, actor=CLI)
+        return Account.from_row(row).to_json()
+
+    result = with_session(settings, work)
+    if as_json:
+        emit_json(result)
+        return
+    for member, value in result["limits"].items():
+        Console().print(f"{member}: {_limit(value)}")
+
+
+@app.command("events")
+def events(
+    account: Annotated[str, typer.Option("--account", help="Account id (acc_...).")],
+    limit: Annotated[int, typer.Option(min=1, max=100, help="Events to show.")] = 20,
+    starting_after: Annotated[
+        str | None, typer.Option("--starting-after", help="Show events after this event id.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """An account's audit log, newest first (as GET /events)."""
+    settings = _settings()
+
+    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+        await AccountService(session, runtime).get(account)
+        rows, has_more = await AuditService(session).list(
+            account, limit=limit, starting_after=starting_after
+        )
+        return {"events": [event_object(r) for r in rows], "hasMore": has_more}
+
+    result = with_session(settings, work)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table("id", "type", "key", "environment", "actor", "created")
+    for e in result["events"]:
+        actor = e["actor"]["type"] + (f" {e['actor']['id']}" if "id" in e["actor"] else "")
+        table.add_row(
+            e["id"],
+            e["type"],
+            e.get("keyId", "-"),
+            e.get("environmentId", "-"),
+            actor,
+            e["createdAt"],
+        )
+    Console().print(table)
+
+
+@app.command("admin-token")
+def admin_token(as_json: JsonOpt = False) -> None:
+    """Print the operator's admin token in force (generated now if none exists yet)."""
+    settings = _settings()
+    try:
+        tokens = load_admin_tokens(
+            settings.admin_tokens.get_secret_value() if settings.admin_tokens else None,
+            settings.data_dir,
+        )
+    except errors.ConfigurationError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"adminToken": tokens.first})
+    else:
+        print(tokens.first)
 
 
 def main() -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "load_settings", "settings_error_line"]
 
-_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,19}$")
+_PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,19}")
 
 
 class Settings(BaseSettings):
@@ -37,6 +36,10 @@ class Settings(BaseSettings):
         default=None,
         description="'kid:base64-32-bytes,...', newest first. Unset: generated into the data dir.",
     )
+    admin_tokens: SecretStr | None = Field(
+        default=None,
+        description="Operator tokens, comma-separated. Unset: one is generated into the data dir.",
+    )
     redis_url: str | None = None
     key_prefix_secret: str = "sk_"  # noqa: S105 (a prefix, not a secret)
     key_prefix_public: str = "pk_"
@@ -55,7 +58,7 @@ class Settings(BaseSettings):
     @field_validator("key_prefix_secret", "key_prefix_public")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if not _PREFIX_RE.match(value):
+        if not _PREFIX_RE.fullmatch(value):
             raise ValueError(
                 "a key prefix is 1-20 characters of A-Z, a-z, 0-9 and '_', starting with a letter"
             )
@@ -80,14 +83,18 @@ class Settings(BaseSettings):
             )
         return value
 
-    @model_validator(mode="after")
-    def _check_prefixes_distinct(self) -> Self:
-        secret, public = self.key_prefix_secret, self.key_prefix_public
+    @field_validator("key_prefix_public")
+    @classmethod
+    def _check_prefixes_distinct(cls, public: str, info: ValidationInfo) -> str:
+        secret = info.data.get("key_prefix_secret")
         # A key is parsed by its prefix; if one prefix started the other, a
         # public key could be read as a secret one.
-        if secret.startswith(public) or public.startswith(secret):
-            raise ValueError("the secret and public key prefixes must not start one another")
-        return self
+        if secret and (secret.startswith(public) or public.startswith(secret)):
+            raise ValueError(
+                "the secret and public key prefixes must not start one another "
+                "(see KEYHOUSE_KEY_PREFIX_SECRET)"
+            )
+        return public
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -2,24 +2,34 @@
 
 The session commits once, after the endpoint returns and *before* the
 response is sent (``scope="function"``), so a 2xx means the write is on disk.
+Authentication runs before the request's session touches the database
+(see ``keys/verify.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keyhouse import errors
-from keyhouse.keys.service import Caller, KeyService
+from keyhouse.audit.service import Actor
+from keyhouse.keys.format import Kind
+from keyhouse.keys.verify import Caller, Verifier
 from keyhouse.runtime import Runtime
 
-__all__ = ["CallerDep", "RuntimeDep", "SecretCallerDep", "SessionDep"]
+__all__ = [
+    "AdminActorDep",
+    "CallerDep",
+    "KeyActorDep",
+    "RuntimeDep",
+    "SecretCallerDep",
+    "SessionDep",
+]
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# RFC 9110 allows any whitespace run after the scheme; one space is what clients send.
 _MAX_AUTHORIZATION_LENGTH = 1024
 
 
@@ -56,9 +66,19 @@ def bearer_token(request: Request) -> str:
     return token
 
 
-async def get_caller(request: Request, session: SessionDep, runtime: RuntimeDep) -> Caller:
+def request_actor(
+    request: Request, type_: Literal["key", "admin"], actor_id: str | None = None
+) -> Actor:
+    ip = request.client.host if request.client else None
+    user_agent = request.headers.get("user-agent")
+    return Actor(type_, actor_id, ip, user_agent[:512] if user_agent else None)
+
+
+async def get_caller(request: Request, runtime: RuntimeDep) -> Caller:
     """Authenticate the request's key (any type); 401 when it does not pass."""
-    caller = await KeyService(session, runtime).authenticate(bearer_token(request))
+    caller = await Verifier(runtime).authenticate(
+        bearer_token(request), actor=request_actor(request, "key")
+    )
     request.state.caller = caller
     return caller
 
@@ -77,3 +97,29 @@ async def get_secret_caller(caller: CallerDep) -> Caller:
 
 
 SecretCallerDep = Annotated[Caller, Depends(get_secret_caller)]
+
+
+def get_key_actor(request: Request, caller: SecretCallerDep) -> Actor:
+    return request_actor(request, "key", caller.key_id)
+
+
+KeyActorDep = Annotated[Actor, Depends(get_key_actor)]
+
+
+def get_admin_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    """The operator API: an admin token, never an account's key."""
+    token = bearer_token(request)
+    if runtime.admin_tokens.matches(token):
+        return request_actor(request, "admin")
+    if runtime.key_format.parse(token).kind is Kind.NATIVE:
+        raise errors.Forbidden(
+            "An account's API key cannot call the operator API.",
+            fix="Use an admin token (keyhouse admin-token prints it).",
+        )
+    raise errors.InvalidApiKey(
+        "The admin token is not valid.",
+        fix="Send 'Authorization: Bearer <admin token>'; keyhouse admin-token prints it.",
+    )
+
+
+AdminActorDep = Annotated[Actor, Depends(get_admin_actor)]

@@ -22,7 +22,7 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DECODE = {c: i for i, c in enumerate(_CROCKFORD)}
 _RANDOM_MAX = (1 << 80) - 1
 
-ID_RE = re.compile(r"^(acc|env|key|req)_[0-9A-HJKMNP-TV-Z]{26}$")
+ID_RE = re.compile(r"^(acc|env|key|req|evt)_[0-9A-HJKMNP-TV-Z]{26}$")
 
 _lock = threading.Lock()
 _last_ms = -1

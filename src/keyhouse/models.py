@@ -7,8 +7,10 @@ AES-256-GCM ciphertext (so ``GET /keys`` can show it), never in plaintext.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     ForeignKey,
     Index,
@@ -16,12 +18,13 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from keyhouse.db.base import Base, UTCDateTime
 
-__all__ = ["Account", "ApiKey", "Environment"]
+__all__ = ["Account", "ApiKey", "Environment", "Event"]
 
 
 class Account(Base):
@@ -72,4 +75,27 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set once, when a use first finds the key expired (its key.expired event).
+    expiry_recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class Event(Base):
+    """The audit log: written in the same transaction as the change it records."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_account_id_id", "account_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(30), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(40))
+    key_id: Mapped[str | None] = mapped_column(String(30))
+    environment_id: Mapped[str | None] = mapped_column(String(30))
+    actor_type: Mapped[str] = mapped_column(String(10))
+    actor_id: Mapped[str | None] = mapped_column(String(30))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    # Small JSON object with details (e.g. the key a roll made); never a key string.
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keyhouse.admin_tokens import AdminTokens, load_admin_tokens
 from keyhouse.config import Settings
 from keyhouse.db.engine import Database
 from keyhouse.keys.crypto import Keyring, load_keyring
@@ -22,6 +23,7 @@ class Runtime:
     db: Database
     keyring: Keyring
     key_format: KeyFormat
+    admin_tokens: AdminTokens
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -29,11 +31,16 @@ class Runtime:
             settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
             settings.data_dir,
         )
+        admin_tokens = load_admin_tokens(
+            settings.admin_tokens.get_secret_value() if settings.admin_tokens else None,
+            settings.data_dir,
+        )
         return cls(
             settings=settings,
             db=Database(settings),
             keyring=keyring,
             key_format=KeyFormat(settings.key_prefix_secret, settings.key_prefix_public),
+            admin_tokens=admin_tokens,
         )
 
     async def close(self) -> None:

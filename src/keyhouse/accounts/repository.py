@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +19,12 @@ class AccountRepository:
     async def get(self, account_id: str) -> Account | None:
         result = await self.session.execute(select(Account).where(Account.id == account_id))
         return result.scalar_one_or_none()
+
+    async def list(self) -> Sequence[Account]:
+        result = await self.session.execute(
+            select(Account).order_by(Account.created_at.desc(), Account.id.desc())
+        )
+        return result.scalars().all()
 
     def add(self, account: Account) -> None:
         self.session.add(account)

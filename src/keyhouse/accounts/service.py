@@ -8,6 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
+from keyhouse.accounts.schemas import LimitsUpdate
+from keyhouse.audit.service import Actor, AuditService
 from keyhouse.ids import new_id
 from keyhouse.keys.service import IssuedKey, KeyService
 from keyhouse.models import Account
@@ -16,6 +18,12 @@ from keyhouse.runtime import Runtime
 __all__ = ["AccountService", "NewAccount"]
 
 FIRST_KEY_NAME = "Default secret key"
+_LIMIT_COLUMNS = {
+    "maxKeys": "max_keys",
+    "monthlyRequests": "monthly_requests",
+    "ratePerSecond": "rate_per_second",
+    "burst": "burst",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +37,12 @@ class AccountService:
         self.runtime = runtime
         self.repo = AccountRepository(session)
         self.keys = KeyService(session, runtime)
+        self.audit = AuditService(session)
 
-    async def create(self, name: str) -> NewAccount:
-        """A new account on the default plan, with its first account-wide secret key."""
+    async def create(
+        self, name: str, *, limits: LimitsUpdate | None = None, actor: Actor
+    ) -> NewAccount:
+        """A new account on the default plan (or ``limits``), with its first secret key."""
         settings = self.runtime.settings
         account_id, created_at = new_id("acc")
         account = Account(
@@ -43,16 +54,58 @@ class AccountService:
             rate_per_second=settings.default_rate_per_second,
             burst=settings.default_burst,
         )
+        if limits is not None:
+            self._apply_limits(account, limits)
         self.repo.add(account)
+        self.audit.record("account.created", account_id=account_id, actor=actor)
         await self.repo.flush()
-        key = await self.keys.create(account_id, name=FIRST_KEY_NAME, key_type="secret")
+        key = await self.keys.create(
+            account_id, name=FIRST_KEY_NAME, key_type="secret", actor=actor
+        )
         return NewAccount(account, key)
 
     async def get(self, account_id: str) -> Account:
         account = await self.repo.get(account_id)
         if account is None:
             raise errors.NotFound(
-                f"Account {account_id!r} was not found.",
-                fix="Check the account id (acc_...).",
+                "The account was not found.",
+                fix="Check the account id (acc_...); GET /admin/accounts lists them.",
             )
         return account
+
+    async def list_accounts(self) -> list[Account]:
+        return list(await self.repo.list())
+
+    async def update(
+        self,
+        account_id: str,
+        *,
+        name: str | None = None,
+        limits: LimitsUpdate | None = None,
+        actor: Actor,
+    ) -> Account:
+        """Rename and/or change limits; only the members given change."""
+        account = await self.get(account_id)
+        changed: dict[str, object] = {}
+        if name is not None and name != account.name:
+            account.name = name
+            changed["name"] = name
+        if limits is not None:
+            changed.update(self._apply_limits(account, limits))
+        if changed:
+            self.audit.record(
+                "account.updated", account_id=account_id, actor=actor, data={"changed": changed}
+            )
+            await self.repo.flush()
+        return account
+
+    @staticmethod
+    def _apply_limits(account: Account, limits: LimitsUpdate) -> dict[str, object]:
+        changed: dict[str, object] = {}
+        for member in limits.model_fields_set:
+            column = _LIMIT_COLUMNS[member]
+            value = getattr(limits, member)
+            if getattr(account, column) != value:
+                setattr(account, column, value)
+                changed[member] = value
+        return changed

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from keyhouse.deps import SecretCallerDep, SessionDep
+from keyhouse.deps import KeyActorDep, SecretCallerDep, SessionDep
 from keyhouse.environments.schemas import (
     CreateEnvironmentRequest,
     Environment,
@@ -42,10 +42,13 @@ async def list_environments(caller: SecretCallerDep, session: SessionDep) -> JSO
     responses=error_responses(400, 401, 402, 403, 409, 413, 415),
 )
 async def create_environment(
-    body: CreateEnvironmentRequest, caller: SecretCallerDep, session: SessionDep
+    body: CreateEnvironmentRequest,
+    caller: SecretCallerDep,
+    actor: KeyActorDep,
+    session: SessionDep,
 ) -> JSONResponse:
     """Creates a named environment. Needs an account-wide secret key."""
     row = await EnvironmentService(session).create(
-        caller.account_id, body.name, caller_environment_id=caller.environment_id
+        caller.account_id, body.name, caller_environment_id=caller.environment_id, actor=actor
     )
     return JSONResponse(Environment.from_row(row).model_dump(), status_code=201)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keyhouse import errors
+from keyhouse.audit.service import Actor, AuditService
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
 from keyhouse.models import Environment
@@ -15,9 +16,15 @@ __all__ = ["EnvironmentService"]
 class EnvironmentService:
     def __init__(self, session: AsyncSession) -> None:
         self.repo = EnvironmentRepository(session)
+        self.audit = AuditService(session)
 
     async def create(
-        self, account_id: str, name: str, *, caller_environment_id: str | None = None
+        self,
+        account_id: str,
+        name: str,
+        *,
+        caller_environment_id: str | None = None,
+        actor: Actor,
     ) -> Environment:
         """A new environment; ``caller_environment_id`` set means a scoped caller (403)."""
         if caller_environment_id is not None:
@@ -33,6 +40,9 @@ class EnvironmentService:
         env_id, created_at = new_id("env")
         env = Environment(id=env_id, account_id=account_id, name=name, created_at=created_at)
         self.repo.add(env)
+        self.audit.record(
+            "environment.created", account_id=account_id, actor=actor, environment_id=env_id
+        )
         await self.repo.flush()
         return env
 

@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,25 +132,33 @@ def write_private_file(path: Path, content: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_keyring(spec: str | None, data_dir: Path) -> Keyring:
-    """The keyring from the setting, or from (or generated into) the data dir.
+def read_or_create_private_file(data_dir: Path, name: str, make: Callable[[], str]) -> str:
+    """The content of ``data_dir/name``, first written as ``make()`` if missing.
 
-    With no setting, a key is generated on first start so that the
-    zero-config start survives restarts; two processes starting at once
-    cannot both write it (O_EXCL), the loser reads the winner's file.
+    Used for secrets generated on first start so the zero-config start
+    survives restarts. Two processes starting at once cannot both write it
+    (the link in ``write_private_file`` fails for the second), and the loser
+    reads the winner's file.
     """
-    if spec:
-        return Keyring(parse_keys(spec))
     ensure_private_dir(data_dir)
-    path = data_dir / ENCRYPTION_KEYS_FILE
+    path = data_dir / name
     if not path.exists():
-        kid = "k" + secrets.token_hex(4)
-        encoded = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-        # Another process won the race: use its key.
         with contextlib.suppress(FileExistsError):
-            write_private_file(path, f"{kid}:{encoded}\n")
+            write_private_file(path, make())
     try:
-        content = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _new_encryption_key() -> str:
+    kid = "k" + secrets.token_hex(4)
+    return f"{kid}:{base64.b64encode(secrets.token_bytes(32)).decode('ascii')}\n"
+
+
+def load_keyring(spec: str | None, data_dir: Path) -> Keyring:
+    """The keyring from the setting, or from (or generated into) the data dir."""
+    if spec:
+        return Keyring(parse_keys(spec))
+    content = read_or_create_private_file(data_dir, ENCRYPTION_KEYS_FILE, _new_encryption_key)
     return Keyring(parse_keys(content.replace("\n", ",")))

@@ -7,14 +7,24 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from keyhouse.deps import RuntimeDep, SecretCallerDep, SessionDep
-from keyhouse.keys.schemas import ApiKey, CreateKeyRequest, KeyType, ListKeysResponse
+from keyhouse.accounts.service import AccountService
+from keyhouse.deps import AdminActorDep, KeyActorDep, RuntimeDep, SecretCallerDep, SessionDep
+from keyhouse.keys.schemas import (
+    ApiKey,
+    CreateKeyRequest,
+    ImportKeyRequest,
+    KeyType,
+    ListKeysResponse,
+    RenameKeyRequest,
+    RollKeyRequest,
+)
 from keyhouse.keys.service import KeyService
 from keyhouse.openapi import error_responses
 
-__all__ = ["router"]
+__all__ = ["admin_router", "router"]
 
 router = APIRouter(prefix="/keys", tags=["keys"])
+admin_router = APIRouter(prefix="/admin", tags=["operator"])
 
 
 @router.get(
@@ -62,7 +72,11 @@ async def list_keys(
     responses=error_responses(400, 401, 402, 403, 404, 413, 415),
 )
 async def create_key(
-    body: CreateKeyRequest, caller: SecretCallerDep, session: SessionDep, runtime: RuntimeDep
+    body: CreateKeyRequest,
+    caller: SecretCallerDep,
+    actor: KeyActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
 ) -> JSONResponse:
     """Creates a key and returns it with its full `key` string.
 
@@ -76,6 +90,7 @@ async def create_key(
         environment_id=body.environmentId,
         expires_at=body.expiresAt,
         caller=caller,
+        actor=actor,
     )
     return JSONResponse(service.to_object(issued.row), status_code=201)
 
@@ -105,6 +120,7 @@ async def get_key(
 async def revoke_key(
     key_id: str,
     caller: SecretCallerDep,
+    actor: KeyActorDep,
     session: SessionDep,
     runtime: RuntimeDep,
     force: Annotated[
@@ -118,6 +134,99 @@ async def revoke_key(
     """
     service = KeyService(session, runtime)
     row = await service.revoke(
-        caller.account_id, key_id, scope_environment_id=caller.environment_id, force=force
+        caller.account_id,
+        key_id,
+        scope_environment_id=caller.environment_id,
+        force=force,
+        actor=actor,
     )
     return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))
+
+
+@router.patch(
+    "/{key_id}",
+    response_model=ApiKey,
+    summary="Rename an API key",
+    responses=error_responses(400, 401, 402, 403, 404, 413, 415),
+)
+async def rename_key(
+    key_id: str,
+    body: RenameKeyRequest,
+    caller: SecretCallerDep,
+    actor: KeyActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> JSONResponse:
+    """Renames the key. `name` is the only member that can change: any other
+    member (`revoked`, `key`, `keyType`, ...) is refused with 400."""
+    service = KeyService(session, runtime)
+    row = await service.rename(
+        caller.account_id,
+        key_id,
+        body.name,
+        scope_environment_id=caller.environment_id,
+        actor=actor,
+    )
+    return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))
+
+
+@router.post(
+    "/{key_id}/roll",
+    response_model=ApiKey,
+    status_code=201,
+    summary="Roll an API key",
+    responses=error_responses(400, 401, 402, 403, 404, 409, 413, 415),
+)
+async def roll_key(
+    key_id: str,
+    caller: SecretCallerDep,
+    actor: KeyActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    body: RollKeyRequest | None = None,
+) -> JSONResponse:
+    """Creates a new key with the same name, type, environment and `expiresAt`,
+    and returns it (full `key`). The old key keeps working for
+    `expiresInSeconds` (default 86400, 0 to 604800): its `expiresAt` becomes
+    the earlier of its own and now + grace, so a roll never extends a key's
+    life. A revoked or expired key cannot be rolled (409)."""
+    grace = (body or RollKeyRequest()).expiresInSeconds
+    service = KeyService(session, runtime)
+    issued = await service.roll(
+        caller.account_id,
+        key_id,
+        grace_seconds=grace,
+        scope_environment_id=caller.environment_id,
+        actor=actor,
+    )
+    return JSONResponse(service.to_object(issued.row), status_code=201)
+
+
+@admin_router.post(
+    "/accounts/{account_id}/keys/import",
+    response_model=ApiKey,
+    status_code=201,
+    summary="Import an existing key",
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415),
+)
+async def import_key(
+    account_id: str,
+    body: ImportKeyRequest,
+    actor: AdminActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> JSONResponse:
+    """Stores a key issued by another system (hashed and encrypted, like
+    keyhouse's own), so operators can migrate without re-issuing keys.
+    Imported keys authenticate like native ones. Needs an admin token."""
+    await AccountService(session, runtime).get(account_id)
+    service = KeyService(session, runtime)
+    issued = await service.import_key(
+        account_id,
+        body.key,
+        name=body.name,
+        key_type=body.keyType,
+        environment_id=body.environmentId,
+        actor=actor,
+    )
+    return JSONResponse(service.to_object(issued.row), status_code=201)

@@ -65,3 +65,30 @@ class CreateKeyRequest(Schema):
     expiresAt: AwareDatetime | None = omittable(
         "When the key stops working: ISO 8601 with a time zone, in the future."
     )
+
+
+class RenameKeyRequest(Schema):
+    """Only the name can change; any other member is refused (no mass assignment)."""
+
+    name: Name
+
+
+class RollKeyRequest(Schema):
+    expiresInSeconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=604_800,
+        description="How long the old key keeps working (0: stops at once; default one day).",
+    )
+
+
+class ImportKeyRequest(Schema):
+    """An existing key from another system, stored hashed and encrypted."""
+
+    key: str = Field(
+        pattern=r"^[A-Za-z0-9._~-]{20,200}$",
+        description="The key exactly as your users hold it: 20-200 URL-safe characters.",
+    )
+    name: Name
+    keyType: KeyType
+    environmentId: str | None = omittable("Scope the key to this environment.", max_length=64)

@@ -15,37 +15,25 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keyhouse import errors
+from keyhouse.audit.service import Actor, AuditService
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
 from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import Kind
 from keyhouse.keys.repository import KeyRepository
 from keyhouse.keys.schemas import KeyType
+from keyhouse.keys.verify import MAX_KEY_LENGTH, Caller
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["MAX_KEY_LENGTH", "Caller", "IssuedKey", "KeyService"]
+__all__ = ["Caller", "IssuedKey", "KeyService"]
 
-# No key we issue or import is longer; a longer string is not looked up.
-MAX_KEY_LENGTH = 200
 # A key that expires within this horizon does not count as the account's
 # remaining way in when the last-key guard decides.
 LAST_KEY_HORIZON = timedelta(hours=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is calling the account API: the key that authenticated."""
-
-    account_id: str
-    key_id: str
-    key_type: KeyType
-    environment_id: str | None
-
-    @property
-    def is_secret(self) -> bool:
-        return self.key_type == "secret"
+DEFAULT_ROLL_GRACE_SECONDS = 86_400
+MAX_ROLL_GRACE_SECONDS = 604_800
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,30 +47,7 @@ class KeyService:
         self.runtime = runtime
         self.repo = KeyRepository(session)
         self.environments = EnvironmentRepository(session)
-
-    # -- authentication -----------------------------------------------------
-
-    async def authenticate(self, key: str, *, now: datetime | None = None) -> Caller:
-        """The caller a key string stands for, or the 401 that says why not.
-
-        Order (DESIGN §2): checksum of a native key (no database access for
-        typos and garbage), then lookup by SHA-256, then the key's state.
-        """
-        if not key or len(key) > MAX_KEY_LENGTH:
-            raise errors.InvalidApiKey()
-        parsed = self.runtime.key_format.parse(key)
-        if parsed.kind is Kind.MALFORMED:
-            raise errors.MalformedApiKey()
-        row = await self.repo.get_by_hash(hash_key(key))
-        if row is None:
-            raise errors.InvalidApiKey()
-        if row.revoked:
-            raise errors.RevokedApiKey()
-        # Checked against the clock on every use, never cached.
-        if row.expires_at is not None and row.expires_at <= (now or utcnow()):
-            raise errors.ExpiredApiKey()
-        key_type: KeyType = "secret" if row.key_type == "secret" else "public"
-        return Caller(row.account_id, row.id, key_type, row.environment_id)
+        self.audit = AuditService(session)
 
     # -- management -----------------------------------------------------------
 
@@ -95,6 +60,7 @@ class KeyService:
         environment_id: str | None = None,
         expires_at: datetime | None = None,
         caller: Caller | None = None,
+        actor: Actor,
     ) -> IssuedKey:
         """Issue a key. ``caller`` (None for the operator or the CLI) limits the scope."""
         if caller is not None and caller.environment_id is not None:
@@ -105,27 +71,85 @@ class KeyService:
                     "An environment-scoped key can only create keys in its own environment.",
                     fix="Omit environmentId, or use an account-wide secret key.",
                 )
-        if environment_id is not None:
-            env = await self.environments.get(account_id, environment_id)
-            if env is None:
-                raise errors.NotFound(
-                    f"Environment {environment_id!r} was not found.",
-                    fix="List environments with GET /environments and use one of their ids.",
-                )
-        now = utcnow()
-        if expires_at is not None and expires_at <= now:
+        await self._check_environment(account_id, environment_id)
+        if expires_at is not None and expires_at <= utcnow():
             raise errors.BadRequest(
                 "expiresAt must be in the future.",
                 fix="Send an ISO 8601 time with a time zone that is later than now.",
             )
         plaintext = self.runtime.key_format.generate(key_type)
-        return await self._store(
+        issued = await self._store(
             account_id,
             plaintext,
             name=name,
             key_type=key_type,
             environment_id=environment_id,
             expires_at=expires_at,
+        )
+        self._record("key.created", issued.row, actor)
+        return issued
+
+    async def import_key(
+        self,
+        account_id: str,
+        key: str,
+        *,
+        name: str,
+        key_type: KeyType,
+        environment_id: str | None = None,
+        actor: Actor,
+    ) -> IssuedKey:
+        """Store an existing key from another system, hashed and encrypted.
+
+        A string in our own format whose checksum fails would be refused as
+        malformed before any lookup, so it cannot be imported.
+        """
+        if not 20 <= len(key) <= MAX_KEY_LENGTH:
+            raise errors.BadRequest(
+                "An imported key is 20 to 200 characters.", fix="Check the key you are importing."
+            )
+        if self.runtime.key_format.parse(key).kind is Kind.MALFORMED:
+            raise errors.BadRequest(
+                "The key has a keyhouse prefix but its checksum does not match.",
+                fix="Import the key exactly as issued, or use another prefix.",
+            )
+        await self._check_environment(account_id, environment_id)
+        if await self.repo.get_by_hash(hash_key(key)) is not None:
+            raise errors.Conflict(
+                "This key is already stored.",
+                fix="List the account's keys; an identical key cannot be imported twice.",
+            )
+        issued = await self._store(
+            account_id,
+            key,
+            name=name,
+            key_type=key_type,
+            environment_id=environment_id,
+            expires_at=None,
+            imported=True,
+        )
+        self._record("key.imported", issued.row, actor)
+        return issued
+
+    async def _check_environment(self, account_id: str, environment_id: str | None) -> None:
+        if environment_id is None:
+            return
+        if await self.environments.get(account_id, environment_id) is None:
+            raise errors.NotFound(
+                "The environment was not found.",
+                fix="List environments with GET /environments and use one of their ids.",
+            )
+
+    def _record(
+        self, type_: str, row: ApiKey, actor: Actor, data: dict[str, Any] | None = None
+    ) -> None:
+        self.audit.record(
+            type_,
+            account_id=row.account_id,
+            actor=actor,
+            key_id=row.id,
+            environment_id=row.environment_id,
+            data=data,
         )
 
     async def _store(
@@ -137,6 +161,7 @@ class KeyService:
         key_type: KeyType,
         environment_id: str | None,
         expires_at: datetime | None,
+        imported: bool = False,
     ) -> IssuedKey:
         key_id, created_at = new_id("key")
         sealed = self.runtime.keyring.encrypt(plaintext, associated=key_id)
@@ -153,6 +178,7 @@ class KeyService:
             revoked=False,
             expires_at=expires_at,
             created_at=created_at,
+            imported=imported,
         )
         self.repo.add(row)
         await self.repo.flush()
@@ -187,8 +213,9 @@ class KeyService:
         """
         row = await self.repo.get(account_id, key_id, environment_id=scope_environment_id)
         if row is None:
+            # The id is not echoed: a key pasted as an id would come back in the body.
             raise errors.NotFound(
-                f"Key {key_id!r} was not found.",
+                "The key was not found.",
                 fix="List your keys with GET /keys and use one of their ids.",
             )
         return row
@@ -200,6 +227,7 @@ class KeyService:
         *,
         scope_environment_id: str | None = None,
         force: bool = False,
+        actor: Actor,
     ) -> ApiKey:
         """Revoke a key; revoking a revoked key changes nothing and succeeds.
 
@@ -220,8 +248,77 @@ class KeyService:
                 raise errors.LastSecretKey()
         row.revoked = True
         row.revoked_at = now
+        self._record("key.revoked", row, actor)
         await self.repo.flush()
         return row
+
+    async def rename(
+        self,
+        account_id: str | None,
+        key_id: str,
+        name: str,
+        *,
+        scope_environment_id: str | None = None,
+        actor: Actor,
+    ) -> ApiKey:
+        row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
+        if row.name != name:
+            previous, row.name = row.name, name
+            self._record("key.renamed", row, actor, {"previousName": previous})
+            await self.repo.flush()
+        return row
+
+    async def roll(
+        self,
+        account_id: str | None,
+        key_id: str,
+        *,
+        grace_seconds: int = DEFAULT_ROLL_GRACE_SECONDS,
+        scope_environment_id: str | None = None,
+        actor: Actor,
+    ) -> IssuedKey:
+        """Replace a key: a new key with the same name, type, scope and expiry.
+
+        The old key keeps working for the grace period: its ``expiresAt``
+        becomes the earlier of its own and now + grace, so a roll never
+        extends a key's life (0 ends it at once).
+        """
+        if not 0 <= grace_seconds <= MAX_ROLL_GRACE_SECONDS:
+            raise errors.BadRequest(
+                f"expiresInSeconds is 0 to {MAX_ROLL_GRACE_SECONDS}.",
+                fix="Send a grace period in seconds between 0 and 604800 (7 days).",
+            )
+        row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
+        now = utcnow()
+        if row.revoked:
+            raise errors.Conflict(
+                "A revoked key cannot be rolled.", fix="Create a new key with POST /keys."
+            )
+        if row.expires_at is not None and row.expires_at <= now:
+            raise errors.Conflict(
+                "An expired key cannot be rolled.", fix="Create a new key with POST /keys."
+            )
+        key_type: KeyType = "secret" if row.key_type == "secret" else "public"
+        issued = await self._store(
+            row.account_id,
+            self.runtime.key_format.generate(key_type),
+            name=row.name,
+            key_type=key_type,
+            environment_id=row.environment_id,
+            expires_at=row.expires_at,
+        )
+        grace_end = now + timedelta(seconds=grace_seconds)
+        if row.expires_at is None or grace_end < row.expires_at:
+            row.expires_at = grace_end
+        self._record("key.created", issued.row, actor, {"rolledFrom": row.id})
+        self._record(
+            "key.rolled",
+            row,
+            actor,
+            {"rolledTo": issued.row.id, "expiresAt": format_ts(row.expires_at)},
+        )
+        await self.repo.flush()
+        return issued
 
     # -- presentation ---------------------------------------------------------
 

@@ -1,0 +1,105 @@
+"""The operator API for accounts (``/admin/accounts``) and ``GET /account``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from keyhouse.accounts.schemas import (
+    Account,
+    CreateAccountRequest,
+    CreateAccountResponse,
+    ListAccountsResponse,
+    UpdateAccountRequest,
+)
+from keyhouse.accounts.service import AccountService
+from keyhouse.deps import AdminActorDep, RuntimeDep, SecretCallerDep, SessionDep
+from keyhouse.keys.service import KeyService
+from keyhouse.openapi import error_responses
+
+__all__ = ["account_router", "admin_router"]
+
+admin_router = APIRouter(prefix="/admin/accounts", tags=["operator"])
+account_router = APIRouter(prefix="/account", tags=["account"])
+
+
+@admin_router.post(
+    "",
+    response_model=CreateAccountResponse,
+    status_code=201,
+    summary="Create an account",
+    responses=error_responses(400, 401, 403, 413, 415),
+)
+async def create_account(
+    body: CreateAccountRequest, actor: AdminActorDep, session: SessionDep, runtime: RuntimeDep
+) -> JSONResponse:
+    """Creates an account and its first account-wide secret key, returned in
+    full. Limits left out take the operator's defaults. Needs an admin token."""
+    new = await AccountService(session, runtime).create(body.name, limits=body.limits, actor=actor)
+    key = KeyService(session, runtime).to_object(new.key.row)
+    return JSONResponse(
+        {"account": Account.from_row(new.account).to_json(), "key": key}, status_code=201
+    )
+
+
+@admin_router.get(
+    "",
+    response_model=ListAccountsResponse,
+    summary="List accounts",
+    responses=error_responses(400, 401, 403),
+)
+async def list_accounts(
+    actor: AdminActorDep, session: SessionDep, runtime: RuntimeDep
+) -> JSONResponse:
+    """All accounts, newest first. Needs an admin token."""
+    rows = await AccountService(session, runtime).list_accounts()
+    return JSONResponse({"accounts": [Account.from_row(r).to_json() for r in rows]})
+
+
+@admin_router.get(
+    "/{account_id}",
+    response_model=Account,
+    summary="Retrieve an account",
+    responses=error_responses(400, 401, 403, 404),
+)
+async def get_account(
+    account_id: str, actor: AdminActorDep, session: SessionDep, runtime: RuntimeDep
+) -> JSONResponse:
+    """One account. Needs an admin token."""
+    row = await AccountService(session, runtime).get(account_id)
+    return JSONResponse(Account.from_row(row).to_json())
+
+
+@admin_router.patch(
+    "/{account_id}",
+    response_model=Account,
+    summary="Update an account",
+    responses=error_responses(400, 401, 403, 404, 413, 415),
+)
+async def update_account(
+    account_id: str,
+    body: UpdateAccountRequest,
+    actor: AdminActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> JSONResponse:
+    """Renames the account and/or changes its limits: only the members sent
+    change; a limit set to null is unlimited. Needs an admin token."""
+    row = await AccountService(session, runtime).update(
+        account_id, name=body.name, limits=body.limits, actor=actor
+    )
+    return JSONResponse(Account.from_row(row).to_json())
+
+
+@account_router.get(
+    "",
+    response_model=Account,
+    summary="The caller's account",
+    responses=error_responses(400, 401, 403),
+)
+async def my_account(
+    caller: SecretCallerDep, session: SessionDep, runtime: RuntimeDep
+) -> JSONResponse:
+    """The account of the calling key: its id, name and plan limits."""
+    row = await AccountService(session, runtime).get(caller.account_id)
+    return JSONResponse(Account.from_row(row).to_json())

@@ -1,0 +1,105 @@
+"""Accounts and their plan limits."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyhouse.keys.schemas import ApiKey
+from keyhouse.models import Account as AccountRow
+from keyhouse.schemas import Name, Schema, omittable
+from keyhouse.timeutil import format_ts
+
+__all__ = [
+    "Account",
+    "CreateAccountRequest",
+    "CreateAccountResponse",
+    "Limits",
+    "LimitsUpdate",
+    "ListAccountsResponse",
+    "UpdateAccountRequest",
+]
+
+_INT_MAX = 2**31 - 1
+Count = Annotated[int, Field(ge=0, le=_INT_MAX)]
+Positive = Annotated[int, Field(ge=1, le=_INT_MAX)]
+
+
+class Limits(BaseModel):
+    """The account's plan. Each limit is an integer, or null for unlimited."""
+
+    model_config = ConfigDict(title="Limits")
+
+    maxKeys: Count | None = Field(description="Active keys the account may hold.")
+    monthlyRequests: Count | None = Field(
+        description="Account-API calls plus verifications per UTC calendar month."
+    )
+    ratePerSecond: Positive | None = Field(description="Token bucket refill rate, per key.")
+    burst: Positive | None = Field(description="Token bucket size, per key.")
+
+    @classmethod
+    def from_row(cls, row: AccountRow) -> Limits:
+        return cls(
+            maxKeys=row.max_keys,
+            monthlyRequests=row.monthly_requests,
+            ratePerSecond=row.rate_per_second,
+            burst=row.burst,
+        )
+
+
+class LimitsUpdate(Schema):
+    """Limits to set; members left out keep their value, null means unlimited."""
+
+    maxKeys: Count | None = None
+    monthlyRequests: Count | None = None
+    ratePerSecond: Positive | None = None
+    burst: Positive | None = None
+
+
+class Account(BaseModel):
+    """A customer of the operator."""
+
+    model_config = ConfigDict(title="Account")
+
+    id: str = Field(description="Unique identifier of the account (acc_...)")
+    name: str
+    limits: Limits
+    createdAt: str = Field(description="ISO 8601 timestamp when the account was created")
+
+    @classmethod
+    def from_row(cls, row: AccountRow) -> Account:
+        return cls(
+            id=row.id,
+            name=row.name,
+            limits=Limits.from_row(row),
+            createdAt=format_ts(row.created_at),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class CreateAccountRequest(Schema):
+    name: Name
+    limits: LimitsUpdate | None = omittable("Plan limits; those left out take the defaults.")
+
+
+class UpdateAccountRequest(Schema):
+    name: Name | None = omittable("A new name.")
+    limits: LimitsUpdate | None = omittable("Limits to change; null members mean unlimited.")
+
+
+class CreateAccountResponse(BaseModel):
+    """The new account and its first account-wide secret key (shown in full, once)."""
+
+    model_config = ConfigDict(title="CreateAccountResponse")
+
+    account: Account
+    key: ApiKey
+
+
+class ListAccountsResponse(BaseModel):
+    model_config = ConfigDict(title="ListAccountsResponse")
+
+    accounts: list[Account]

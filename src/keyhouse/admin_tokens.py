@@ -1,0 +1,65 @@
+"""The operator's admin tokens: from ``KEYHOUSE_ADMIN_TOKENS`` or generated.
+
+With the setting unset, one token is generated on first start into the data
+directory (mode 0600, like the encryption key) and ``keyhouse admin-token``
+prints it. Only SHA-256 digests are kept in memory for comparison, and a
+presented token is compared with every one of them by
+``hmac.compare_digest``: the time taken does not tell how much of a guess
+was right, nor which token matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+
+from keyhouse.errors import ConfigurationError
+from keyhouse.keys.crypto import read_or_create_private_file
+
+__all__ = ["ADMIN_TOKEN_FILE", "AdminTokens", "load_admin_tokens"]
+
+ADMIN_TOKEN_FILE = "admin_tokens"  # noqa: S105 (a file name)
+MIN_TOKEN_LENGTH = 24
+TOKEN_PREFIX = "kh_admin_"  # noqa: S105 (a prefix)
+
+
+class AdminTokens:
+    def __init__(self, tokens: list[str]) -> None:
+        if not tokens:
+            raise ConfigurationError("at least one admin token is needed")
+        self._digests = [hashlib.sha256(t.encode("utf-8")).digest() for t in tokens]
+        self.first = tokens[0]
+
+    def __repr__(self) -> str:
+        return f"AdminTokens(count={len(self._digests)})"
+
+    def matches(self, token: str) -> bool:
+        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        found = False
+        for known in self._digests:  # no early exit
+            found |= hmac.compare_digest(digest, known)
+        return found
+
+
+def _parse(spec: str) -> list[str]:
+    tokens = [t.strip() for t in spec.split(",") if t.strip()]
+    for position, token in enumerate(tokens, 1):
+        if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token:
+            raise ConfigurationError(
+                f"KEYHOUSE_ADMIN_TOKENS entry {position}: an admin token is at least "
+                f"{MIN_TOKEN_LENGTH} printable characters without spaces"
+            )
+    if not tokens:
+        raise ConfigurationError("KEYHOUSE_ADMIN_TOKENS is set but holds no token")
+    return tokens
+
+
+def load_admin_tokens(spec: str | None, data_dir: Path) -> AdminTokens:
+    if spec:
+        return AdminTokens(_parse(spec))
+    content = read_or_create_private_file(
+        data_dir, ADMIN_TOKEN_FILE, lambda: TOKEN_PREFIX + secrets.token_urlsafe(32) + "\n"
+    )
+    return AdminTokens(_parse(content.replace("\n", ",")))

@@ -1,0 +1,44 @@
+"""``GET /events``: the account's audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from keyhouse.audit.schemas import ListEventsResponse
+from keyhouse.audit.service import AuditService, event_object
+from keyhouse.deps import SecretCallerDep, SessionDep
+from keyhouse.openapi import error_responses
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/events", tags=["events"])
+
+
+@router.get(
+    "",
+    response_model=ListEventsResponse,
+    summary="List audit events",
+    responses=error_responses(400, 401, 402, 403),
+)
+async def list_events(
+    caller: SecretCallerDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Events per page (1-100).")] = 20,
+    startingAfter: Annotated[
+        str | None,
+        Query(max_length=64, description="An event id: the page starts after it."),
+    ] = None,
+) -> JSONResponse:
+    """The account's audit log, newest first, a page at a time: pass the last
+    event's id as `startingAfter` while `hasMore` is true. An
+    environment-scoped key sees its environment's events only."""
+    rows, has_more = await AuditService(session).list(
+        caller.account_id,
+        limit=limit,
+        starting_after=startingAfter,
+        scope_environment_id=caller.environment_id,
+    )
+    return JSONResponse({"events": [event_object(r) for r in rows], "hasMore": has_more})

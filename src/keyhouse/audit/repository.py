@@ -1,0 +1,37 @@
+"""SQLAlchemy statements for the audit log. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keyhouse.models import Event
+
+__all__ = ["EventRepository"]
+
+
+class EventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, event: Event) -> None:
+        self.session.add(event)
+
+    async def list(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        starting_after: str | None = None,
+        environment_id: str | None = None,
+    ) -> Sequence[Event]:
+        stmt = select(Event).where(Event.account_id == account_id)
+        if environment_id is not None:
+            stmt = stmt.where(Event.environment_id == environment_id)
+        if starting_after is not None:
+            stmt = stmt.where(Event.id < starting_after)
+        stmt = stmt.order_by(Event.id.desc()).limit(limit)
+        result = await self.session.execute(stmt)
+        return result.scalars().all()

@@ -1,0 +1,59 @@
+"""The audit log's event object (DESIGN §3 ``GET /events``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyhouse.schemas import omittable
+
+__all__ = ["Actor", "Event", "ListEventsResponse"]
+
+EventType = Literal[
+    "key.created",
+    "key.imported",
+    "key.renamed",
+    "key.rolled",
+    "key.revoked",
+    "key.expired",
+    "environment.created",
+    "account.created",
+    "account.updated",
+]
+
+
+class Actor(BaseModel):
+    """Who made the change: a key of the account, the operator (admin token), or the CLI."""
+
+    model_config = ConfigDict(title="Actor")
+
+    type: Literal["key", "admin", "cli"]
+    id: str | None = omittable("The key's id when type is `key`.")
+
+
+class Event(BaseModel):
+    """One recorded change. Never holds a key string."""
+
+    model_config = ConfigDict(title="Event")
+
+    id: str = Field(description="Unique identifier of the event (evt_...)")
+    type: EventType
+    keyId: str | None = omittable("The key the event is about.")
+    environmentId: str | None = omittable("The environment the event is about.")
+    actor: Actor
+    ip: str | None = omittable("The caller's IP address, for API calls.")
+    userAgent: str | None = omittable("The caller's User-Agent, for API calls.")
+    data: dict[str, Any] | None = omittable(
+        "Details: for key.rolled, `rolledTo` (the new key's id) and `expiresAt` of the old key."
+    )
+    createdAt: str = Field(description="ISO 8601 timestamp of the change")
+
+
+class ListEventsResponse(BaseModel):
+    """A page of the audit log, newest first."""
+
+    model_config = ConfigDict(title="ListEventsResponse")
+
+    events: list[Event]
+    hasMore: bool = Field(description="More events follow; pass the last id as startingAfter.")

@@ -1,0 +1,154 @@
+"""The one verification path: a key string in, a verdict out.
+
+Used to authenticate account-API requests (``authenticate`` raises the 401
+that says why) and, later, by ``POST /verify`` (``verify`` returns a code).
+Order (DESIGN §2): checksum of a native key (typos and garbage never reach
+the database), then lookup by SHA-256, then the key's state, with expiry
+checked against the clock on every use.
+
+It opens its own short sessions, before the request's session touches the
+database: recording a key's expiry is a write, and on SQLite a write
+inside a request that already holds the write lock would wait on itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import update
+
+from keyhouse import errors
+from keyhouse.audit.service import Actor, AuditService
+from keyhouse.keys.crypto import hash_key
+from keyhouse.keys.format import Kind
+from keyhouse.keys.repository import KeyRepository
+from keyhouse.keys.schemas import KeyType
+from keyhouse.logs import get_logger
+from keyhouse.models import ApiKey
+from keyhouse.runtime import Runtime
+from keyhouse.timeutil import utcnow
+
+__all__ = ["MAX_KEY_LENGTH", "Caller", "KeyRecord", "Verdict", "Verifier"]
+
+log = get_logger("keyhouse.verify")
+
+# No key we issue or import is longer; a longer string is not looked up.
+MAX_KEY_LENGTH = 200
+
+Code = Literal["valid", "malformed", "not_found", "revoked", "expired"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling the account API: the key that authenticated."""
+
+    account_id: str
+    key_id: str
+    key_type: KeyType
+    environment_id: str | None
+
+    @property
+    def is_secret(self) -> bool:
+        return self.key_type == "secret"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What verification needs of a key row (no secret in it)."""
+
+    id: str
+    account_id: str
+    environment_id: str | None
+    key_type: KeyType
+    name: str
+    revoked: bool
+    expires_at: datetime | None
+    expiry_recorded: bool
+
+    @classmethod
+    def from_row(cls, row: ApiKey) -> KeyRecord:
+        return cls(
+            id=row.id,
+            account_id=row.account_id,
+            environment_id=row.environment_id,
+            key_type="secret" if row.key_type == "secret" else "public",
+            name=row.name,
+            revoked=row.revoked,
+            expires_at=row.expires_at,
+            expiry_recorded=row.expiry_recorded_at is not None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    code: Code
+    record: KeyRecord | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.code == "valid"
+
+
+class Verifier:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def verify(
+        self, key: str, *, now: datetime | None = None, actor: Actor | None = None
+    ) -> Verdict:
+        if not key or len(key) > MAX_KEY_LENGTH:
+            return Verdict("not_found")
+        if self.runtime.key_format.parse(key).kind is Kind.MALFORMED:
+            return Verdict("malformed")
+        async with self.runtime.db.session(write=False) as session:
+            row = await KeyRepository(session).get_by_hash(hash_key(key))
+            record = KeyRecord.from_row(row) if row is not None else None
+        if record is None:
+            return Verdict("not_found")
+        if record.revoked:
+            return Verdict("revoked", record)
+        if record.expires_at is not None and record.expires_at <= (now or utcnow()):
+            if not record.expiry_recorded:
+                await self._record_expiry(record, actor)
+            return Verdict("expired", record)
+        return Verdict("valid", record)
+
+    async def authenticate(self, key: str, *, actor: Actor | None = None) -> Caller:
+        """The caller a key string stands for, or the 401 that says why not."""
+        verdict = await self.verify(key, actor=actor)
+        record = verdict.record
+        if verdict.code == "valid" and record is not None:
+            return Caller(record.account_id, record.id, record.key_type, record.environment_id)
+        if verdict.code == "malformed":
+            raise errors.MalformedApiKey()
+        if verdict.code == "revoked":
+            raise errors.RevokedApiKey()
+        if verdict.code == "expired":
+            raise errors.ExpiredApiKey()
+        raise errors.InvalidApiKey()
+
+    async def _record_expiry(self, record: KeyRecord, actor: Actor | None) -> None:
+        """``key.expired`` once per key, the first time a use finds it expired."""
+        by = Actor(
+            "key", record.id, actor.ip if actor else None, actor.user_agent if actor else None
+        )
+        try:
+            async with self.runtime.db.session(write=True) as session:
+                result = await session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == record.id, ApiKey.expiry_recorded_at.is_(None))
+                    .values(expiry_recorded_at=utcnow())
+                )
+                if getattr(result, "rowcount", 0) == 1:
+                    AuditService(session).record(
+                        "key.expired",
+                        account_id=record.account_id,
+                        actor=by,
+                        key_id=record.id,
+                        environment_id=record.environment_id,
+                    )
+        except Exception as exc:
+            # The answer (401 expired) stands; the event is retried on the next use.
+            log.warning("expiry_event_not_recorded", key_id=record.id, error=type(exc).__name__)

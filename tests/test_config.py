@@ -1,0 +1,176 @@
+"""Settings: validation, the one-line error, defaults (DESIGN §6)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from keyhouse.config import Settings, load_settings, settings_error_line
+
+
+def error_line(**values: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        Settings(**values)  # type: ignore[arg-type]
+    return settings_error_line(caught.value)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["bad prefix!", "", "1sk_", "_sk", "sk-", "sk.", "ské_", "a" * 21, "sk_ ", "s\nk"],
+)
+@pytest.mark.parametrize("field", ["key_prefix_secret", "key_prefix_public"])
+def test_bad_prefix_is_rejected(field: str, prefix: str) -> None:
+    line = error_line(**{field: prefix})
+    assert f"KEYHOUSE_{field.upper()}" in line
+
+
+@pytest.mark.parametrize(
+    ("field", "prefix"), [("key_prefix_secret", "sk_\n"), ("key_prefix_public", "pk_\n")]
+)
+def test_prefix_with_trailing_newline_is_rejected(field: str, prefix: str) -> None:
+    # A trailing newline (a copy-paste or an env file) would end up inside
+    # every key generated; "$" in a regex also matches before a final "\n".
+    line = error_line(**{field: prefix})
+    assert f"KEYHOUSE_{field.upper()}" in line
+
+
+@pytest.mark.parametrize("prefix", ["A", "acme_sk_", "live", "a" * 20, "Z9_"])
+def test_good_prefix_is_accepted(prefix: str) -> None:
+    settings = Settings(key_prefix_secret=prefix)
+    assert settings.key_prefix_secret == prefix
+
+
+@pytest.mark.parametrize(
+    ("secret", "public"),
+    [("sk_", "sk_x"), ("sk_x", "sk_"), ("sk_", "sk_"), ("key", "key_public_"), ("acme_", "acme")],
+)
+def test_prefixes_that_start_one_another_are_rejected(secret: str, public: str) -> None:
+    with pytest.raises(ValidationError, match="must not start one another"):
+        Settings(key_prefix_secret=secret, key_prefix_public=public)
+
+
+def test_prefix_clash_error_line_names_a_variable() -> None:
+    # DESIGN §6: a bad setting stops the start with one clear line; the
+    # operator should learn which variable(s) to fix.
+    line = error_line(key_prefix_secret="sk_", key_prefix_public="sk_x")
+    assert "\n" not in line
+    names_one = "KEYHOUSE_KEY_PREFIX_SECRET" in line or "KEYHOUSE_KEY_PREFIX_PUBLIC" in line
+    assert names_one, line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://x",
+        "sqlite:///x.db",  # the sync driver
+        "postgresql://u@h/db",
+        "postgres+asyncpg://u@h/db",
+        "SQLITE+AIOSQLITE:///x.db",
+        " sqlite+aiosqlite:///x.db",
+    ],
+)
+def test_database_url_scheme_is_checked(url: str) -> None:
+    line = error_line(database_url=url)
+    assert "KEYHOUSE_DATABASE_URL" in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:////abs/x.db", "postgresql+asyncpg://u@h/db"],
+)
+def test_supported_database_urls_are_accepted(url: str) -> None:
+    settings = Settings(database_url=url)
+    assert settings.sqlalchemy_url == url
+    assert settings.is_sqlite == url.startswith("sqlite")
+
+
+def test_empty_database_url_means_the_default() -> None:
+    assert Settings(database_url="").database_url is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KEYHOUSE_KEY_PREFIX_SECRET", "bad prefix!"),
+        ("KEYHOUSE_KEY_PREFIX_PUBLIC", "9"),
+        ("KEYHOUSE_DATABASE_URL", "mysql://x"),
+        ("KEYHOUSE_MAX_BODY_BYTES", "lots"),
+        ("KEYHOUSE_MAX_BODY_BYTES", "10"),
+        ("KEYHOUSE_LOG_LEVEL", "loud"),
+        ("KEYHOUSE_LIST_REVEALS_KEYS", "perhaps"),
+        ("KEYHOUSE_DEFAULT_MAX_KEYS", "-1"),
+        ("KEYHOUSE_SQLITE_BUSY_TIMEOUT_MS", "forever"),
+    ],
+)
+def test_settings_error_line_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as caught:
+        load_settings()
+    line = settings_error_line(caught.value)
+    assert "\n" not in line
+    assert line.startswith("invalid setting: ")
+    assert f"{variable}: " in line
+    assert "Value error" not in line
+    assert "pydantic" not in line.lower()  # no "For further information visit ..." URL
+
+
+def test_settings_error_line_joins_several_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYHOUSE_KEY_PREFIX_SECRET", "bad prefix!")
+    monkeypatch.setenv("KEYHOUSE_DATABASE_URL", "mysql://x")
+    with pytest.raises(ValidationError) as caught:
+        load_settings()
+    line = settings_error_line(caught.value)
+    assert "\n" not in line
+    assert "KEYHOUSE_KEY_PREFIX_SECRET" in line
+    assert "KEYHOUSE_DATABASE_URL" in line
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert settings.data_dir == Path(".keyhouse")
+    assert settings.database_url is None
+    assert settings.encryption_keys is None
+    assert settings.list_reveals_keys is True
+    assert settings.key_prefix_secret == "sk_"
+    assert settings.key_prefix_public == "pk_"
+    assert settings.default_max_keys == 100
+    assert settings.is_sqlite
+    assert settings.sqlite_path == Path(".keyhouse").resolve() / "keyhouse.db"
+    assert settings.sqlalchemy_url == f"sqlite+aiosqlite:///{settings.sqlite_path}"
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYHOUSE_DATA_DIR", "/srv/keyhouse")
+    monkeypatch.setenv("KEYHOUSE_LIST_REVEALS_KEYS", "false")
+    monkeypatch.setenv("KEYHOUSE_KEY_PREFIX_SECRET", "acme_sk_")
+    monkeypatch.setenv("KEYHOUSE_KEY_PREFIX_PUBLIC", "acme_pk_")
+    monkeypatch.setenv("KEYHOUSE_DEFAULT_MAX_KEYS", "5")
+    settings = load_settings()
+    assert settings.data_dir == Path("/srv/keyhouse")
+    assert settings.list_reveals_keys is False
+    assert settings.key_prefix_secret == "acme_sk_"
+    assert settings.key_prefix_public == "acme_pk_"
+    assert settings.default_max_keys == 5
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.key_prefix_secret = "other_"  # type: ignore[misc]
+
+
+def test_encryption_keys_stay_out_of_repr_and_errors() -> None:
+    encoded = base64.b64encode(bytes(range(32))).decode("ascii")
+    settings = Settings(encryption_keys=f"k1:{encoded}")
+    shown = repr(settings) + str(settings) + settings.model_dump_json()
+    leaked = encoded in shown
+    assert not leaked, "an encryption key appears in the settings' repr or dump"
+    # A bad setting next to it: the error line does not carry the key either.
+    line = error_line(encryption_keys=f"k1:{encoded}", key_prefix_secret="bad prefix!")
+    leaked = encoded in line
+    assert not leaked, "an encryption key appears in a settings error line"
