@@ -70,6 +70,7 @@ def expect_same_key(actual: object, expected: str) -> None:
     Call it as a statement, not inside ``assert`` (pytest would print the
     arguments).
     """
+    __tracebackhide__ = True  # pytest would print this frame's arguments: the keys
     if actual != expected:
         shown = mask(actual) if isinstance(actual, str) else type(actual).__name__
         raise AssertionError(f"key mismatch: got {shown}, expected {mask(expected)}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from keyhouse import errors
 from keyhouse.app import create_app
@@ -451,19 +451,31 @@ async def test_unhandled_exception_is_logged_with_tracking_id(
 ) -> None:
     app = create_app(make_settings())
 
-    async def boom() -> None:
-        raise RuntimeError("secret-detail")
+    async def boom(request: Request) -> None:
+        # The text comes from the request, as an exception's text often does.
+        raise RuntimeError(request.headers["x-probe"])
 
     app.add_api_route("/boom", boom)
     async with app.router.lifespan_context(app), await make_client(app) as client:
         capsys.readouterr()
-        response = await client.get("/boom")
+        response = await client.get("/boom", headers={"x-probe": "secret-detail"})
     expect_error(response, 500, "internal_error")
-    matching = request_lines(capsys.readouterr().err, response.headers["x-tracking-id"])
+    err = capsys.readouterr().err
+    matching = request_lines(err, response.headers["x-tracking-id"])
     count = len(matching)
     assert count == 1
     assert matching[0]["status"] == 500
     assert matching[0]["path"] == "/boom"
+    # The error line names the exception type and carries the tracking id, but
+    # not the exception's text, which can hold request data.
+    error_lines = [
+        json.loads(line)
+        for line in err.splitlines()
+        if line.startswith("{") and '"unhandled_exception"' in line
+    ]
+    assert [e["error_type"] for e in error_lines] == ["RuntimeError"]
+    assert error_lines[0]["tracking_id"] == response.headers["x-tracking-id"]
+    assert "secret-detail" not in err
 
 
 # -- OpenAPI ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ the framework's own included, is the seed's envelope
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -195,8 +196,11 @@ class RequestMiddleware:
                     return
                 await self.app(scope, replay, send_wrapper)
             except Exception as exc:
-                # Type only: an exception's text can carry request data.
-                log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=True)
+                # Type and stack only: an exception's text can carry request data.
+                stack = traceback.format_list(traceback.extract_tb(exc.__traceback__))
+                log.error(
+                    "unhandled_exception", error_type=type(exc).__name__, stack="".join(stack)
+                )
                 if not response_started:
                     await reject(errors.KeyhouseError())
             finally:

@@ -54,8 +54,6 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization")
     if header is None:
         raise errors.MissingApiKey()
-    if len(header) > _MAX_AUTHORIZATION_LENGTH:
-        raise errors.InvalidApiKey()
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -63,6 +61,8 @@ def bearer_token(request: Request) -> str:
             "The Authorization header does not use the Bearer scheme.",
             fix="Send the header 'Authorization: Bearer <key>'.",
         )
+    if len(header) > _MAX_AUTHORIZATION_LENGTH:
+        raise errors.InvalidApiKey()
     return token
 
 
