@@ -81,7 +81,11 @@ class TestParse:
     @settings(max_examples=300)
     @given(data=st.data())
     def test_any_single_character_change_is_rejected(self, data: st.DataObject) -> None:
-        key = FMT.generate(data.draw(st.sampled_from(["secret", "public"])))
+        # Built from drawn bits, not secrets: hypothesis must be able to replay it.
+        prefix = data.draw(st.sampled_from(["sk_", "pk_"]))
+        random_part = base62(data.draw(st.integers(0, 2**256 - 1)), 43)
+        key = prefix + random_part + checksum(prefix + random_part)
+        assert FMT.parse(key).kind is Kind.NATIVE
         pos = data.draw(st.integers(min_value=0, max_value=len(key) - 1))
         new_char = data.draw(st.sampled_from(ALPHABET + "_-.").filter(lambda c: c != key[pos]))
         changed = key[:pos] + new_char + key[pos + 1 :]
