@@ -80,6 +80,8 @@ def _tracking_id(request: Request) -> str:
 def _validation_error(exc: RequestValidationError) -> errors.BadRequest:
     """400 naming the offending member, from pydantic's first error."""
     problems = list(exc.errors())
+    # A member that may not be sent at all says more than a missing one: report it first.
+    problems.sort(key=lambda p: p.get("type") != "extra_forbidden")
     first = problems[0] if problems else {}
     kind = first.get("type", "")
     loc = [str(part) for part in first.get("loc", ())]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -30,9 +31,18 @@ def omittable(description: str, **kwargs: Any) -> Any:
     return Field(default=None, description=description, json_schema_extra=_no_null, **kwargs)
 
 
+# Control characters and line breaks (log and terminal injection), surrogates,
+# and the bidirectional overrides of the "Trojan Source" attack
+# (https://trojansource.codes), which make a name display as something else.
+# Other Unicode, non-breaking spaces and emoji sequences included, is fine.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _printable(value: str) -> str:
-    if not value.isprintable():
-        raise ValueError("must not contain control characters or line breaks")
+    for char in value:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES or char in _BIDI_CONTROLS:
+            raise ValueError("must not contain control characters or line breaks")
     if not value.strip():
         raise ValueError("must not be blank")
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from keyhouse.keys.schemas import ApiKey
 from keyhouse.models import Account as AccountRow
@@ -22,8 +22,9 @@ __all__ = [
 ]
 
 _INT_MAX = 2**31 - 1
-Count = Annotated[int, Field(ge=0, le=_INT_MAX)]
-Positive = Annotated[int, Field(ge=1, le=_INT_MAX)]
+# Strict: "10" or true is a client bug, not a limit of 10 or 1.
+Count = Annotated[StrictInt, Field(ge=0, le=_INT_MAX)]
+Positive = Annotated[StrictInt, Field(ge=1, le=_INT_MAX)]
 
 
 class Limits(BaseModel):
