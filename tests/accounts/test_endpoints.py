@@ -140,7 +140,6 @@ async def status_with_token(client: httpx.AsyncClient, token_index: int, tokens:
 # -- create, list, get --------------------------------------------------------------
 
 
-
 def own_view(response: httpx.Response) -> dict[str, Any]:
     """GET /account without its usage (checked here), to compare with the operator's view."""
     body: dict[str, Any] = response.json()
@@ -148,6 +147,7 @@ def own_view(response: httpx.Response) -> dict[str, Any]:
     assert sorted(usage) == ["periodStart", "requests", "resetsAt"]
     assert isinstance(usage["requests"], int)
     return body
+
 
 class TestCreateAccount:
     async def test_default_limits_and_first_key(
