@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keyhouse.ids import is_id
 from keyhouse.limits.plan import Plan
 from keyhouse.models import Account, ApiKey
 
@@ -38,6 +39,8 @@ class KeyRepository:
         self, account_id: str | None, key_id: str, *, environment_id: str | None = None
     ) -> ApiKey | None:
         """A key by id, within ``account_id`` (None: any account, for the operator)."""
+        if not is_id(key_id, "key"):
+            return None
         stmt = select(ApiKey).where(ApiKey.id == key_id)
         if account_id is not None:
             stmt = stmt.where(ApiKey.account_id == account_id)
@@ -54,6 +57,8 @@ class KeyRepository:
         key_type: str | None = None,
         revoked: bool | None = None,
     ) -> Sequence[ApiKey]:
+        if environment_id is not None and not is_id(environment_id, "env"):
+            return []
         stmt = select(ApiKey).where(ApiKey.account_id == account_id)
         if environment_id is not None:
             stmt = stmt.where(ApiKey.environment_id == environment_id)
