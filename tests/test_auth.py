@@ -13,9 +13,8 @@ import httpx
 import pytest
 
 from keyhouse.keys.format import ALPHABET, BODY_LEN
-from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
-from tests.factories import bearer, create_account, create_key, expect_same_key
+from tests.factories import bearer, create_account, create_key, expect_same_key, set_expiry
 
 # Helpers that take a key hide their frame (``__tracebackhide__``): pytest
 # prints a shown frame's arguments on failure.
@@ -51,10 +50,7 @@ def change_one_char(key: str, prefix: str) -> str:
 
 
 async def expire_now(runtime: Runtime, key_id: str) -> None:
-    async with runtime.db.session(write=True) as session:
-        row = await session.get(ApiKey, key_id)
-        assert row is not None
-        row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    await set_expiry(runtime, key_id, datetime.now(UTC) - timedelta(seconds=1))
 
 
 async def revoke(client: httpx.AsyncClient, key_id: str, auth: dict[str, str]) -> None:

@@ -184,7 +184,10 @@ def test_account_environment_key_lifecycle(tmp_path: Path) -> None:
     assert created["revoked"] is False
     assert TIMESTAMP.match(created["createdAt"]), created["createdAt"]
 
-    # key list --json: newest first, and exactly what GET /keys returns
+    # key list --json: newest first, and exactly what GET /keys returns. The
+    # API call goes first: it uses the account's key, and its lastUsedAt is
+    # written behind when that app shuts down, so the CLI then reads the same.
+    from_api = api_get_keys(data_dir, account_key)
     result = keyhouse(data_dir, "key", "list", "--account", account_id, "--json")
     expect_ok(result)
     listed = result.json()
@@ -196,7 +199,6 @@ def test_account_environment_key_lifecycle(tmp_path: Path) -> None:
     expect_same_key(listed["keys"][1]["key"], account_key)
     same_as_created = listed["keys"][0] == created
     assert same_as_created, f"{masked(listed['keys'][0])} != {masked(created)}"
-    from_api = api_get_keys(data_dir, account_key)
     same_as_api = listed == from_api
     assert same_as_api, f"CLI {masked(listed)} != API {masked(from_api)}"
 

@@ -59,9 +59,13 @@ def expect_same_listing(actual: list[dict[str, Any]], expected: list[dict[str, A
     assert actual_ids == expected_ids
     for got, want in zip(actual, expected, strict=True):
         expect_same_key(got["key"], want["key"])
-        got_rest = {k: v for k, v in got.items() if k != "key"}
-        want_rest = {k: v for k, v in want.items() if k != "key"}
+        # Listing uses the caller's key, so its lastUsedAt moves on (never back).
+        skip = {"key", "lastUsedAt"}
+        got_rest = {k: v for k, v in got.items() if k not in skip}
+        want_rest = {k: v for k, v in want.items() if k not in skip}
         assert got_rest == want_rest
+        if "lastUsedAt" in want:
+            assert got["lastUsedAt"] >= want["lastUsedAt"]
 
 
 def sha256_of(path: Path) -> str:

@@ -8,6 +8,8 @@ the framework's own included, is the seed's envelope
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import traceback
 from collections.abc import AsyncIterator
@@ -38,6 +40,7 @@ from keyhouse.logs import configure_logging, get_logger
 from keyhouse.openapi import install_openapi
 from keyhouse.runtime import Runtime
 from keyhouse.schemas import ErrorResponse
+from keyhouse.verify.endpoints import router as verify_router
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -300,9 +303,17 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings)
         app.state.runtime = runtime
+        flusher = asyncio.create_task(
+            runtime.last_used.run(runtime.db, settings.last_used_flush_seconds)
+        )
         try:
             yield
         finally:
+            # Graceful shutdown (SIGTERM/SIGINT in uvicorn): stop the loop,
+            # then close() writes what is pending, so no use is lost.
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
             await runtime.close()
 
     app = FastAPI(
@@ -351,6 +362,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events_router)
     app.include_router(accounts_admin_router)
     app.include_router(keys_admin_router)
+    app.include_router(verify_router)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
     async def healthz() -> dict[str, str]:

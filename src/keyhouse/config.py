@@ -47,6 +47,16 @@ class Settings(BaseSettings):
         default=True,
         description="GET /keys shows full secret keys (the seed's `key` member); false masks them.",
     )
+    cache_ttl_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="How long a verified key (or an unknown hash) is cached in-process; 0: off.",
+    )
+    cache_max_entries: int = Field(default=100_000, ge=0, le=10_000_000)
+    last_used_flush_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="How often lastUsedAt is written behind."
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     log_level: str = "info"

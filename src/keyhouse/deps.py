@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keyhouse import errors
 from keyhouse.audit.service import Actor
 from keyhouse.keys.format import Kind
+from keyhouse.keys.service import invalidate_after_commit
 from keyhouse.keys.verify import Caller, Verifier
 from keyhouse.runtime import Runtime
 
@@ -44,6 +45,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     async with runtime.db.session(write=request.method not in _READ_METHODS) as session:
         yield session
+    invalidate_after_commit(session, runtime)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

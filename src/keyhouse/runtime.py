@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from keyhouse.admin_tokens import AdminTokens, load_admin_tokens
 from keyhouse.config import Settings
 from keyhouse.db.engine import Database
+from keyhouse.keys.cache import KeyCache
 from keyhouse.keys.crypto import Keyring, load_keyring
 from keyhouse.keys.format import KeyFormat
+from keyhouse.keys.last_used import LastUsed
 
 __all__ = ["Runtime"]
 
@@ -24,6 +26,8 @@ class Runtime:
     keyring: Keyring
     key_format: KeyFormat
     admin_tokens: AdminTokens
+    cache: KeyCache
+    last_used: LastUsed
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -41,7 +45,13 @@ class Runtime:
             keyring=keyring,
             key_format=KeyFormat(settings.key_prefix_secret, settings.key_prefix_public),
             admin_tokens=admin_tokens,
+            cache=KeyCache(settings.cache_max_entries, settings.cache_ttl_seconds),
+            last_used=LastUsed(),
         )
 
     async def close(self) -> None:
-        await self.db.dispose()
+        """Write what is pending, then let the database go."""
+        try:
+            await self.last_used.flush(self.db)
+        finally:
+            await self.db.dispose()

@@ -26,6 +26,7 @@ from tests.factories import (
     create_account,
     create_environment,
     create_key,
+    set_expiry,
 )
 
 EVENT_ID = re.compile(r"^evt_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -139,10 +140,7 @@ class TestRecordedChanges:
         )
         expect_status(await client.post(f"/keys/{rolled['id']}/revoke", headers=api(acc)), 200)
         # The old key's grace period ends; its next use finds it expired.
-        async with runtime.db.session(write=True) as session:
-            row = await session.get(ApiKey, made["id"])
-            assert row is not None
-            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        await set_expiry(runtime, made["id"], datetime.now(UTC) - timedelta(seconds=1))
         expect_error(
             await client.get("/keys", headers={**bearer(made["key"]), "User-Agent": USER_AGENT}),
             401,
@@ -303,10 +301,7 @@ class TestRecordedChanges:
         victim = await create_key(runtime, acc.account_id)
         expect_status(await client.post(f"/keys/{victim.row.id}/revoke", headers=acc.auth), 200)
         expired = await create_key(runtime, acc.account_id)
-        async with runtime.db.session(write=True) as session:
-            row = await session.get(ApiKey, expired.row.id)
-            assert row is not None
-            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        await set_expiry(runtime, expired.row.id, datetime.now(UTC) - timedelta(seconds=1))
         # The expiry is recorded on first use; later uses record nothing.
         expect_error(
             await client.get("/keys", headers=bearer(expired.plaintext)), 401, "expired_api_key"

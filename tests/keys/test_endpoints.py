@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from keyhouse.app import create_app
 from keyhouse.config import Settings
-from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from tests.factories import (
     bearer,
@@ -23,6 +22,7 @@ from tests.factories import (
     create_environment,
     create_key,
     expect_same_key,
+    set_expiry,
 )
 
 SCHEMA = json.loads(
@@ -109,10 +109,7 @@ class TestListKeys:
         soon = await create_key(
             runtime, acc.account_id, expires_at=datetime.now(UTC) + timedelta(seconds=30)
         )
-        async with runtime.db.session(write=True) as session:
-            row = await session.get(ApiKey, soon.row.id)
-            assert row is not None
-            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        await set_expiry(runtime, soon.row.id, datetime.now(UTC) - timedelta(seconds=1))
         resp = await client.get("/keys?revoked=false", headers=acc.auth)
         assert soon.row.id in {k["id"] for k in resp.json()["keys"]}
 

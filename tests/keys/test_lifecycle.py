@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from tests.factories import (
     bearer,
@@ -23,6 +22,7 @@ from tests.factories import (
     create_environment,
     create_key,
     expect_same_key,
+    set_expiry,
 )
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -93,10 +93,7 @@ async def expect_expired(client: httpx.AsyncClient, key: str) -> None:
 
 
 async def set_expires_at(runtime: Runtime, key_id: str, when: datetime) -> None:
-    async with runtime.db.session(write=True) as session:
-        row = await session.get(ApiKey, key_id)
-        assert row is not None
-        row.expires_at = when
+    await set_expiry(runtime, key_id, when)
 
 
 async def expired_events(client: httpx.AsyncClient, auth: dict[str, str]) -> list[dict[str, Any]]:

@@ -58,9 +58,17 @@ def base62(value: int, width: int) -> str:
     return encoded
 
 
+# Every two-character base62 string, in order: the checksum is three of them.
+# Three divmods and lookups instead of six divmods and a join: the checksum is
+# on the verification hot path (timeit, this machine: 1.17 -> 0.44 us).
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]
+
+
 def checksum(prefix_and_random: str) -> str:
-    """The 6-character checksum of ``typePrefix + random``."""
-    return base62(zlib.crc32(prefix_and_random.encode("ascii")), CHECKSUM_LEN)
+    """The 6-character checksum of ``typePrefix + random``: ``base62(crc32, 6)``."""
+    value, low = divmod(zlib.crc32(prefix_and_random.encode("ascii")), 3844)
+    high, mid = divmod(value, 3844)  # crc32 < 2**32 < 62**6, so high < 3844
+    return _PAIRS[high] + _PAIRS[mid] + _PAIRS[low]
 
 
 class Kind(Enum):
@@ -75,11 +83,18 @@ class ParsedKey:
     key_type: KeyType | None  # from the prefix, for native keys
 
 
+_FOREIGN = ParsedKey(Kind.FOREIGN, None)
+
+
 class KeyFormat:
     """Generates and parses keys for the configured prefixes."""
 
     def __init__(self, secret_prefix: str = "sk_", public_prefix: str = "pk_") -> None:  # noqa: S107
         self.prefixes: dict[KeyType, str] = {"secret": secret_prefix, "public": public_prefix}
+        self._parse_table = tuple(
+            (prefix, len(prefix), ParsedKey(Kind.NATIVE, t), ParsedKey(Kind.MALFORMED, t))
+            for t, prefix in self.prefixes.items()
+        )
 
     def generate(self, key_type: KeyType) -> str:
         prefix = self.prefixes[key_type]
@@ -87,18 +102,16 @@ class KeyFormat:
         return prefix + random_part + checksum(prefix + random_part)
 
     def parse(self, key: str) -> ParsedKey:
-        for key_type, prefix in self.prefixes.items():
+        for prefix, length, native, malformed in self._parse_table:
             if not key.startswith(prefix):
                 continue
-            body = key[len(prefix) :]
-            if len(body) != BODY_LEN or not _BASE62_SET.issuperset(body):
-                return ParsedKey(Kind.FOREIGN, None)
-            expected = checksum(key[: len(prefix) + RANDOM_LEN])
+            if len(key) != length + BODY_LEN or not _BASE62_SET.issuperset(key[length:]):
+                return _FOREIGN
             # Not secret: the checksum is computable from the key itself.
-            if body[RANDOM_LEN:] != expected:
-                return ParsedKey(Kind.MALFORMED, key_type)
-            return ParsedKey(Kind.NATIVE, key_type)
-        return ParsedKey(Kind.FOREIGN, None)
+            if key[length + RANDOM_LEN :] != checksum(key[: length + RANDOM_LEN]):
+                return malformed
+            return native
+        return _FOREIGN
 
     def mask(self, key: str, key_type: KeyType) -> str:
         """``sk_…Ab12``: the prefix and the last four characters, for people."""

@@ -27,12 +27,13 @@ from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["Caller", "IssuedKey", "KeyService"]
+__all__ = ["Caller", "IssuedKey", "KeyService", "invalidate_after_commit"]
 
 # A key that expires within this horizon does not count as the account's
 # remaining way in when the last-key guard decides.
 LAST_KEY_HORIZON = timedelta(hours=1)
 DEFAULT_ROLL_GRACE_SECONDS = 86_400
+INVALIDATE_AFTER_COMMIT = "keyhouse.invalidate_after_commit"
 MAX_ROLL_GRACE_SECONDS = 604_800
 
 
@@ -45,6 +46,7 @@ class IssuedKey:
 class KeyService:
     def __init__(self, session: AsyncSession, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.session = session
         self.repo = KeyRepository(session)
         self.environments = EnvironmentRepository(session)
         self.audit = AuditService(session)
@@ -140,9 +142,20 @@ class KeyService:
                 fix="List environments with GET /environments and use one of their ids.",
             )
 
+    def _changed(self, row: ApiKey) -> None:
+        """Drop the key from this process's cache now and again after the commit.
+
+        Now, so this process stops using the old state at once; after the
+        commit (``invalidate_after_commit``), so a lookup that ran between
+        the two cannot leave the old state cached.
+        """
+        self.runtime.cache.invalidate(row.key_hash)
+        self.session.info.setdefault(INVALIDATE_AFTER_COMMIT, set()).add(row.key_hash)
+
     def _record(
         self, type_: str, row: ApiKey, actor: Actor, data: dict[str, Any] | None = None
     ) -> None:
+        self._changed(row)
         self.audit.record(
             type_,
             account_id=row.account_id,
@@ -340,11 +353,22 @@ class KeyService:
         obj["name"] = row.name
         obj["revoked"] = row.revoked
         obj["createdAt"] = format_ts(row.created_at)
-        if row.last_used_at is not None:
-            obj["lastUsedAt"] = format_ts(row.last_used_at)
+        # This process's uses not yet written behind count too.
+        last_used = row.last_used_at
+        pending = self.runtime.last_used.pending(row.id)
+        if pending is not None and (last_used is None or pending > last_used):
+            last_used = pending
+        if last_used is not None:
+            obj["lastUsedAt"] = format_ts(last_used)
         if row.expires_at is not None:
             obj["expiresAt"] = format_ts(row.expires_at)
         return obj
 
     def to_objects(self, rows: list[ApiKey], *, reveal: bool) -> list[dict[str, Any]]:
         return [self.to_object(row, reveal=reveal) for row in rows]
+
+
+def invalidate_after_commit(session: AsyncSession, runtime: Runtime) -> None:
+    """Call once the session committed: drops the keys it changed from the cache."""
+    for key_hash in session.info.pop(INVALIDATE_AFTER_COMMIT, ()):
+        runtime.cache.invalidate(key_hash)

@@ -1,10 +1,11 @@
 """The one verification path: a key string in, a verdict out.
 
 Used to authenticate account-API requests (``authenticate`` raises the 401
-that says why) and, later, by ``POST /verify`` (``verify`` returns a code).
+that says why) and by ``POST /verify`` (``verify`` returns a code).
 Order (DESIGN §2): checksum of a native key (typos and garbage never reach
-the database), then lookup by SHA-256, then the key's state, with expiry
-checked against the clock on every use.
+the database), SHA-256, the in-process cache by hash, the database on a
+miss, then the key's state, with expiry checked against the clock on every
+use.
 
 It opens its own short sessions, before the request's session touches the
 database: recording a key's expiry is a write, and on SQLite a write
@@ -98,21 +99,32 @@ class Verifier:
     async def verify(
         self, key: str, *, now: datetime | None = None, actor: Actor | None = None
     ) -> Verdict:
+        """The verdict on a key string; a valid use is recorded for ``lastUsedAt``."""
         if not key or len(key) > MAX_KEY_LENGTH:
             return Verdict("not_found")
-        if self.runtime.key_format.parse(key).kind is Kind.MALFORMED:
+        runtime = self.runtime
+        if runtime.key_format.parse(key).kind is Kind.MALFORMED:
             return Verdict("malformed")
-        async with self.runtime.db.session(write=False) as session:
-            row = await KeyRepository(session).get_by_hash(hash_key(key))
-            record = KeyRecord.from_row(row) if row is not None else None
+        key_hash = hash_key(key)
+        hit, record = runtime.cache.get(key_hash)
+        if not hit:
+            epoch = runtime.cache.epoch
+            async with runtime.db.session(write=False) as session:
+                row = await KeyRepository(session).get_by_hash(key_hash)
+                record = KeyRecord.from_row(row) if row is not None else None
+            runtime.cache.put(key_hash, record, epoch)
         if record is None:
             return Verdict("not_found")
         if record.revoked:
             return Verdict("revoked", record)
-        if record.expires_at is not None and record.expires_at <= (now or utcnow()):
+        now = now or utcnow()
+        # Checked against the clock on every use, never cached.
+        if record.expires_at is not None and record.expires_at <= now:
             if not record.expiry_recorded:
                 await self._record_expiry(record, actor)
+                runtime.cache.invalidate(key_hash)
             return Verdict("expired", record)
+        runtime.last_used.touch(record.id, now)
         return Verdict("valid", record)
 
     async def authenticate(self, key: str, *, actor: Actor | None = None) -> Caller:

@@ -1,0 +1,40 @@
+"""``POST /verify``: the operator's platform asks whether a key may pass."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from keyhouse.keys.schemas import KeyType
+from keyhouse.schemas import Schema, omittable
+
+__all__ = ["VerifyRequest", "VerifyResponse"]
+
+VerifyCode = Literal["valid", "malformed", "not_found", "revoked", "expired"]
+
+
+class VerifyRequest(Schema):
+    key: StrictStr = Field(
+        min_length=1, max_length=1024, description="The key string your user sent."
+    )
+
+
+class VerifyResponse(BaseModel):
+    """The verdict. Key details are given when the key exists (valid, revoked, expired)."""
+
+    model_config = ConfigDict(title="VerifyResponse")
+
+    valid: bool = Field(description="true only when `code` is `valid`.")
+    code: VerifyCode = Field(
+        description=(
+            "`valid`; `malformed` (a keyhouse key whose checksum fails: a typo); "
+            "`not_found`; `revoked`; `expired`."
+        )
+    )
+    keyId: str | None = omittable("The key's id (jti).")
+    accountId: str | None = omittable("The account that owns the key.")
+    environmentId: str | None = omittable("The key's environment, when it is scoped to one.")
+    keyType: KeyType | None = omittable("secret or public.")
+    name: str | None = omittable("The key's name.")
+    expiresAt: str | None = omittable("When the key expires, if it does.")
