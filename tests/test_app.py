@@ -558,7 +558,7 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 async def test_readyz(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready"}
+    assert response.json() == {"status": "ready", "database": "ok", "limits": "memory"}
 
 
 async def test_healthz_ignores_authorization(client: httpx.AsyncClient) -> None:

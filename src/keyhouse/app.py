@@ -184,6 +184,8 @@ class RequestMiddleware:
                 headers["X-Content-Type-Options"] = "nosniff"
                 # Responses may hold keys: no cache anywhere keeps them.
                 headers["Cache-Control"] = "no-store"
+                for name, value in scope["state"].get("ratelimit_headers", {}).items():
+                    headers[name] = value
             await send(message)
 
         async def reject(exc: errors.KeyhouseError) -> None:
@@ -303,17 +305,22 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime.build(settings)
         app.state.runtime = runtime
-        flusher = asyncio.create_task(
-            runtime.last_used.run(runtime.db, settings.last_used_flush_seconds)
-        )
+        flushers = [
+            asyncio.create_task(
+                runtime.last_used.run(runtime.db, settings.last_used_flush_seconds)
+            ),
+            asyncio.create_task(runtime.limiter.run(settings.usage_flush_seconds)),
+        ]
         try:
             yield
         finally:
-            # Graceful shutdown (SIGTERM/SIGINT in uvicorn): stop the loop,
-            # then close() writes what is pending, so no use is lost.
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            # Graceful shutdown (SIGTERM/SIGINT in uvicorn): stop the loops,
+            # then close() writes what is pending, so no use or count is lost.
+            for task in flushers:
+                task.cancel()
+            for task in flushers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runtime.close()
 
     app = FastAPI(
@@ -376,7 +383,11 @@ def create_app(settings: Settings) -> FastAPI:
         responses={503: {"model": ErrorResponse, "description": "Service Unavailable"}},
     )
     async def readyz(request: Request) -> dict[str, str]:
-        """200 when the database answers; 503 `service_unavailable` otherwise."""
+        """200 when the database answers; 503 `service_unavailable` otherwise.
+
+        The details say how limits are counted and, with Redis configured,
+        whether it answers (without it keyhouse keeps serving, with in-process
+        limits)."""
         runtime: Runtime = request.app.state.runtime
         try:
             async with runtime.db.engine.connect() as conn:
@@ -386,7 +397,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise errors.ServiceUnavailable(
                 "The database is not reachable.", headers={"Retry-After": "2"}
             ) from None
-        return {"status": "ready"}
+        return {"status": "ready", "database": "ok", **(await runtime.limiter.health())}
 
     install_openapi(app)
     return app

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from alembic.util.exc import CommandError as AlembicCommandError
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -35,8 +37,11 @@ from keyhouse.keys.crypto import load_keyring
 from keyhouse.keys.format import KeyFormat
 from keyhouse.keys.schemas import KeyType
 from keyhouse.keys.service import KeyService
+from keyhouse.limits.plan import current_period
+from keyhouse.limits.store import UsageRepository
 from keyhouse.runtime import Runtime
 from keyhouse.schemas import Name
+from keyhouse.timeutil import format_ts, utcnow
 
 __all__ = ["app", "main"]
 
@@ -91,6 +96,10 @@ def run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(str(exc))
     except (OperationalError, DBAPIError, OSError) as exc:
         fail(_db_error_line(settings, exc))
+    except AlembicCommandError as exc:
+        # E.g. a database migrated by a newer keyhouse than this one.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "migration failed"
+        fail(f"cannot migrate the database: {first}")
 
 
 def with_session(settings: Settings, work: Callable[[AsyncSession, Runtime], Awaitable[T]]) -> T:
@@ -161,6 +170,16 @@ def serve(
         "server_header": False,
     }
     if workers > 1:
+        # The workers read their settings from the environment: tell them how
+        # many they are, so usage is counted where all of them see it.
+        os.environ["KEYHOUSE_WORKERS"] = str(workers)
+        if not settings.redis_url:
+            print(
+                f"keyhouse: warning: {workers} workers without KEYHOUSE_REDIS_URL: the monthly "
+                "quota is counted in the database (exact, one write per request); rate "
+                "limits hold per worker",
+                file=sys.stderr,
+            )
         uvicorn.run("keyhouse.app:app_from_env", factory=True, workers=workers, **options)
     else:
         from keyhouse.app import create_app
@@ -463,6 +482,41 @@ def account_limits(
         return
     for member, value in result["limits"].items():
         Console().print(f"{member}: {_limit(value)}")
+
+
+@account_app.command("usage")
+def account_usage(
+    account: Annotated[str, typer.Argument(help="Account id (acc_...).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """This period's usage of an account, as saved in the database.
+
+    A running server saves its counts every KEYHOUSE_USAGE_FLUSH_SECONDS (2 s)
+    and on shutdown; with Redis, the live count is in Redis (GET /account).
+    """
+    settings = _settings()
+
+    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+        row = await AccountService(session, runtime).get(account)
+        period = current_period(utcnow())
+        used = await UsageRepository(session, is_sqlite=runtime.db.is_sqlite).get(
+            account, period.key
+        )
+        out: dict[str, Any] = {"accountId": account, "period": period.key, "requests": used}
+        if row.monthly_requests is not None:
+            out["limit"] = row.monthly_requests
+        out["resetsAt"] = format_ts(period.end)
+        return out
+
+    result = with_session(settings, work)
+    if as_json:
+        emit_json(result)
+        return
+    limit = f" of {result['limit']}" if "limit" in result else " (no monthly limit)"
+    Console().print(
+        f"{account}: {result['requests']} requests{limit} in {result['period']}; "
+        f"resets at {result['resetsAt']}"
+    )
 
 
 @app.command("events")

@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     last_used_flush_seconds: float = Field(
         default=2.0, gt=0, le=3600, description="How often lastUsedAt is written behind."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Processes serving (set by `serve --workers`); >1 without Redis: "
+        "the monthly quota is counted in the database.",
+    )
+    usage_flush_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="How often usage counted in memory is saved."
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     log_level: str = "info"
@@ -72,6 +82,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "a key prefix is 1-20 characters of A-Z, a-z, 0-9 and '_', starting with a letter"
             )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use redis://host:6379/0 (or rediss://, unix://)")
         return value
 
     @field_validator("log_level")

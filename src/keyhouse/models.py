@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from keyhouse.db.base import Base, UTCDateTime
 
-__all__ = ["Account", "ApiKey", "Environment", "Event"]
+__all__ = ["Account", "ApiKey", "Environment", "Event", "Usage"]
 
 
 class Account(Base):
@@ -99,3 +100,15 @@ class Event(Base):
     # Small JSON object with details (e.g. the key a roll made); never a key string.
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Usage(Base):
+    """Requests counted per account and UTC calendar month ("2026-11")."""
+
+    __tablename__ = "usage"
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -15,6 +15,7 @@ from keyhouse.keys.cache import KeyCache
 from keyhouse.keys.crypto import Keyring, load_keyring
 from keyhouse.keys.format import KeyFormat
 from keyhouse.keys.last_used import LastUsed
+from keyhouse.limits.limiter import Limiter, Mode
 
 __all__ = ["Runtime"]
 
@@ -28,6 +29,7 @@ class Runtime:
     admin_tokens: AdminTokens
     cache: KeyCache
     last_used: LastUsed
+    limiter: Limiter
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -39,19 +41,25 @@ class Runtime:
             settings.admin_tokens.get_secret_value() if settings.admin_tokens else None,
             settings.data_dir,
         )
+        db = Database(settings)
+        mode: Mode = (
+            "redis" if settings.redis_url else "database" if settings.workers > 1 else "memory"
+        )
         return cls(
             settings=settings,
-            db=Database(settings),
+            db=db,
             keyring=keyring,
             key_format=KeyFormat(settings.key_prefix_secret, settings.key_prefix_public),
             admin_tokens=admin_tokens,
             cache=KeyCache(settings.cache_max_entries, settings.cache_ttl_seconds),
             last_used=LastUsed(),
+            limiter=Limiter(db, mode=mode, redis_url=settings.redis_url),
         )
 
     async def close(self) -> None:
         """Write what is pending, then let the database go."""
         try:
             await self.last_used.flush(self.db)
+            await self.limiter.close()
         finally:
             await self.db.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from keyhouse.keys.cache import KeyCache
 from keyhouse.keys.verify import KeyRecord
+from keyhouse.limits.plan import Plan
 
 
 def record(key_id: str = "key_A") -> KeyRecord:
@@ -16,6 +17,7 @@ def record(key_id: str = "key_A") -> KeyRecord:
         revoked=False,
         expires_at=None,
         expiry_recorded=False,
+        plan=Plan(),
     )
 
 

@@ -8,7 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from keyhouse.limits.plan import current_period
 from keyhouse.runtime import Runtime
+from keyhouse.timeutil import format_ts, utcnow
 from tests.factories import (
     bearer,
     create_account,
@@ -40,7 +42,9 @@ async def test_valid_key_with_its_details(client: httpx.AsyncClient, runtime: Ru
     )
     resp = await verify(client, runtime, issued.plaintext)
     assert resp.status_code == 200
-    assert resp.json() == {
+    body = resp.json()
+    assert body.pop("usage") == {"requests": 1, "resetsAt": format_ts(current_period(utcnow()).end)}
+    assert body == {
         "valid": True,
         "code": "valid",
         "keyId": issued.row.id,

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from keyhouse.accounts.schemas import (
     Account,
+    AccountWithUsage,
     CreateAccountRequest,
     CreateAccountResponse,
     ListAccountsResponse,
@@ -16,6 +17,7 @@ from keyhouse.accounts.service import AccountService
 from keyhouse.deps import AdminActorDep, RuntimeDep, SecretCallerDep, SessionDep
 from keyhouse.keys.service import KeyService
 from keyhouse.openapi import error_responses
+from keyhouse.timeutil import format_ts, utcnow
 
 __all__ = ["account_router", "admin_router"]
 
@@ -93,13 +95,22 @@ async def update_account(
 
 @account_router.get(
     "",
-    response_model=Account,
+    response_model=AccountWithUsage,
     summary="The caller's account",
     responses=error_responses(400, 401, 403),
 )
 async def my_account(
     caller: SecretCallerDep, session: SessionDep, runtime: RuntimeDep
 ) -> JSONResponse:
-    """The account of the calling key: its id, name and plan limits."""
+    """The account of the calling key: its plan limits and this period's
+    usage, with the time it resets. This call is not counted and answers
+    even when the account is over its quota, so it can see why."""
     row = await AccountService(session, runtime).get(caller.account_id)
-    return JSONResponse(Account.from_row(row).to_json())
+    body = Account.from_row(row).to_json()
+    used, period = await runtime.limiter.used(caller.account_id, utcnow())
+    body["usage"] = {
+        "requests": used,
+        "periodStart": format_ts(period.start),
+        "resetsAt": format_ts(period.end),
+    }
+    return JSONResponse(body)

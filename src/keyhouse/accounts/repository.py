@@ -26,6 +26,15 @@ class AccountRepository:
         )
         return result.scalars().all()
 
+    async def get_for_update(self, account_id: str) -> Account | None:
+        """The account, locked until the transaction ends (PostgreSQL; SQLite's
+        write transactions are serialised already), so two requests cannot
+        both take the last key of a plan."""
+        result = await self.session.execute(
+            select(Account).where(Account.id == account_id).with_for_update()
+        )
+        return result.scalar_one_or_none()
+
     def add(self, account: Account) -> None:
         self.session.add(account)
 

@@ -81,6 +81,24 @@ class Account(BaseModel):
         return self.model_dump(mode="json")
 
 
+class Usage(BaseModel):
+    """Requests counted this period (a UTC calendar month)."""
+
+    model_config = ConfigDict(title="Usage")
+
+    requests: int = Field(description="Account-API calls and verifications counted so far.")
+    periodStart: str = Field(description="ISO 8601: the period's start.")
+    resetsAt: str = Field(description="ISO 8601: when the period ends and usage resets.")
+
+
+class AccountWithUsage(Account):
+    """The caller's account: plan limits and this period's usage."""
+
+    model_config = ConfigDict(title="AccountWithUsage")
+
+    usage: Usage
+
+
 class CreateAccountRequest(Schema):
     name: Name
     limits: LimitsUpdate | None = omittable("Plan limits; those left out take the defaults.")

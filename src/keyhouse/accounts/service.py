@@ -11,7 +11,7 @@ from keyhouse.accounts.repository import AccountRepository
 from keyhouse.accounts.schemas import LimitsUpdate
 from keyhouse.audit.service import Actor, AuditService
 from keyhouse.ids import new_id
-from keyhouse.keys.service import IssuedKey, KeyService
+from keyhouse.keys.service import CLEAR_CACHE_AFTER_COMMIT, IssuedKey, KeyService
 from keyhouse.models import Account
 from keyhouse.runtime import Runtime
 
@@ -59,8 +59,9 @@ class AccountService:
         self.repo.add(account)
         self.audit.record("account.created", account_id=account_id, actor=actor)
         await self.repo.flush()
+        # The first key comes with the account, whatever its maxKeys.
         key = await self.keys.create(
-            account_id, name=FIRST_KEY_NAME, key_type="secret", actor=actor
+            account_id, name=FIRST_KEY_NAME, key_type="secret", actor=actor, check_limit=False
         )
         return NewAccount(account, key)
 
@@ -93,6 +94,9 @@ class AccountService:
         if limits is not None:
             changed.update(self._apply_limits(account, limits))
         if changed:
+            if limits is not None:
+                self.runtime.cache.clear()
+                self.repo.session.info[CLEAR_CACHE_AFTER_COMMIT] = True
             self.audit.record(
                 "account.updated", account_id=account_id, actor=actor, data={"changed": changed}
             )

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from keyhouse.audit.schemas import ListEventsResponse
 from keyhouse.audit.service import AuditService, event_object
-from keyhouse.deps import SecretCallerDep, SessionDep
+from keyhouse.deps import MeteredCallerDep, SessionDep
 from keyhouse.openapi import error_responses
 
 __all__ = ["router"]
@@ -21,10 +21,10 @@ router = APIRouter(prefix="/events", tags=["events"])
     "",
     response_model=ListEventsResponse,
     summary="List audit events",
-    responses=error_responses(400, 401, 402, 403),
+    responses=error_responses(400, 401, 402, 403, 429),
 )
 async def list_events(
-    caller: SecretCallerDep,
+    caller: MeteredCallerDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Events per page (1-100).")] = 20,
     startingAfter: Annotated[

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from keyhouse.deps import KeyActorDep, SecretCallerDep, SessionDep
+from keyhouse.deps import KeyActorDep, MeteredCallerDep, SessionDep
 from keyhouse.environments.schemas import (
     CreateEnvironmentRequest,
     Environment,
@@ -23,9 +23,9 @@ router = APIRouter(prefix="/environments", tags=["environments"])
     "",
     response_model=ListEnvironmentsResponse,
     summary="List environments",
-    responses=error_responses(400, 401, 402, 403),
+    responses=error_responses(400, 401, 402, 403, 429),
 )
-async def list_environments(caller: SecretCallerDep, session: SessionDep) -> JSONResponse:
+async def list_environments(caller: MeteredCallerDep, session: SessionDep) -> JSONResponse:
     """The account's environments, newest first. An environment-scoped key sees its own only."""
     rows = await EnvironmentService(session).list(
         caller.account_id, scope_environment_id=caller.environment_id
@@ -39,11 +39,11 @@ async def list_environments(caller: SecretCallerDep, session: SessionDep) -> JSO
     response_model=Environment,
     status_code=201,
     summary="Create an environment",
-    responses=error_responses(400, 401, 402, 403, 409, 413, 415),
+    responses=error_responses(400, 401, 402, 403, 429, 409, 413, 415),
 )
 async def create_environment(
     body: CreateEnvironmentRequest,
-    caller: SecretCallerDep,
+    caller: MeteredCallerDep,
     actor: KeyActorDep,
     session: SessionDep,
 ) -> JSONResponse:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from keyhouse.accounts.service import AccountService
-from keyhouse.deps import AdminActorDep, KeyActorDep, RuntimeDep, SecretCallerDep, SessionDep
+from keyhouse.deps import AdminActorDep, KeyActorDep, MeteredCallerDep, RuntimeDep, SessionDep
 from keyhouse.keys.schemas import (
     ApiKey,
     CreateKeyRequest,
@@ -31,10 +31,10 @@ admin_router = APIRouter(prefix="/admin", tags=["operator"])
     "",
     response_model=ListKeysResponse,
     summary="List all API keys for the authenticated user's account",
-    responses=error_responses(400, 401, 402, 403),
+    responses=error_responses(400, 401, 402, 403, 429),
 )
 async def list_keys(
-    caller: SecretCallerDep,
+    caller: MeteredCallerDep,
     session: SessionDep,
     runtime: RuntimeDep,
     environmentId: Annotated[
@@ -69,11 +69,11 @@ async def list_keys(
     response_model=ApiKey,
     status_code=201,
     summary="Create an API key",
-    responses=error_responses(400, 401, 402, 403, 404, 413, 415),
+    responses=error_responses(400, 401, 402, 403, 429, 404, 413, 415),
 )
 async def create_key(
     body: CreateKeyRequest,
-    caller: SecretCallerDep,
+    caller: MeteredCallerDep,
     actor: KeyActorDep,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -99,10 +99,10 @@ async def create_key(
     "/{key_id}",
     response_model=ApiKey,
     summary="Retrieve an API key",
-    responses=error_responses(400, 401, 402, 403, 404),
+    responses=error_responses(400, 401, 402, 403, 429, 404),
 )
 async def get_key(
-    key_id: str, caller: SecretCallerDep, session: SessionDep, runtime: RuntimeDep
+    key_id: str, caller: MeteredCallerDep, session: SessionDep, runtime: RuntimeDep
 ) -> JSONResponse:
     """One key of the account. A key of another account (or, for an
     environment-scoped caller, of another environment) is `404 not_found`."""
@@ -115,11 +115,11 @@ async def get_key(
     "/{key_id}/revoke",
     response_model=ApiKey,
     summary="Revoke an API key",
-    responses=error_responses(400, 401, 402, 403, 404, 409),
+    responses=error_responses(400, 401, 402, 403, 429, 404, 409),
 )
 async def revoke_key(
     key_id: str,
-    caller: SecretCallerDep,
+    caller: MeteredCallerDep,
     actor: KeyActorDep,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -147,12 +147,12 @@ async def revoke_key(
     "/{key_id}",
     response_model=ApiKey,
     summary="Rename an API key",
-    responses=error_responses(400, 401, 402, 403, 404, 413, 415),
+    responses=error_responses(400, 401, 402, 403, 429, 404, 413, 415),
 )
 async def rename_key(
     key_id: str,
     body: RenameKeyRequest,
-    caller: SecretCallerDep,
+    caller: MeteredCallerDep,
     actor: KeyActorDep,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -175,11 +175,11 @@ async def rename_key(
     response_model=ApiKey,
     status_code=201,
     summary="Roll an API key",
-    responses=error_responses(400, 401, 402, 403, 404, 409, 413, 415),
+    responses=error_responses(400, 401, 402, 403, 429, 404, 409, 413, 415),
 )
 async def roll_key(
     key_id: str,
-    caller: SecretCallerDep,
+    caller: MeteredCallerDep,
     actor: KeyActorDep,
     session: SessionDep,
     runtime: RuntimeDep,

@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keyhouse.models import ApiKey
+from keyhouse.limits.plan import Plan
+from keyhouse.models import Account, ApiKey
 
 __all__ = ["KeyRepository"]
 
@@ -16,6 +17,18 @@ __all__ = ["KeyRepository"]
 class KeyRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def get_with_plan(self, key_hash: bytes) -> tuple[ApiKey, Plan] | None:
+        """The key with its account's plan limits (what verification enforces)."""
+        result = await self.session.execute(
+            select(ApiKey, Account.monthly_requests, Account.rate_per_second, Account.burst)
+            .join(Account, Account.id == ApiKey.account_id)
+            .where(ApiKey.key_hash == key_hash)
+        )
+        row = result.one_or_none()
+        if row is None:
+            return None
+        return row[0], Plan(row[1], row[2], row[3])
 
     async def get_by_hash(self, key_hash: bytes) -> ApiKey | None:
         result = await self.session.execute(select(ApiKey).where(ApiKey.key_hash == key_hash))
@@ -51,6 +64,15 @@ class KeyRepository:
         stmt = stmt.order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
         result = await self.session.execute(stmt)
         return result.scalars().all()
+
+    async def count_active(self, account_id: str, *, at: datetime) -> int:
+        """Keys in force at ``at``: not revoked and not expired (what maxKeys limits)."""
+        stmt = select(func.count()).where(
+            ApiKey.account_id == account_id,
+            ApiKey.revoked.is_(False),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > at),
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
 
     async def count_active_account_secrets(
         self, account_id: str, *, active_after: datetime, excluding: str

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keyhouse import errors
+from keyhouse.accounts.repository import AccountRepository
 from keyhouse.audit.service import Actor, AuditService
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
@@ -34,6 +35,8 @@ __all__ = ["Caller", "IssuedKey", "KeyService", "invalidate_after_commit"]
 LAST_KEY_HORIZON = timedelta(hours=1)
 DEFAULT_ROLL_GRACE_SECONDS = 86_400
 INVALIDATE_AFTER_COMMIT = "keyhouse.invalidate_after_commit"
+# Cached keys carry their account's plan: a plan change drops them all.
+CLEAR_CACHE_AFTER_COMMIT = "keyhouse.clear_cache_after_commit"
 MAX_ROLL_GRACE_SECONDS = 604_800
 
 
@@ -50,6 +53,7 @@ class KeyService:
         self.repo = KeyRepository(session)
         self.environments = EnvironmentRepository(session)
         self.audit = AuditService(session)
+        self.accounts = AccountRepository(session)
 
     # -- management -----------------------------------------------------------
 
@@ -63,8 +67,12 @@ class KeyService:
         expires_at: datetime | None = None,
         caller: Caller | None = None,
         actor: Actor,
+        check_limit: bool = True,
     ) -> IssuedKey:
-        """Issue a key. ``caller`` (None for the operator or the CLI) limits the scope."""
+        """Issue a key. ``caller`` (None for the operator or the CLI) limits the scope.
+
+        ``check_limit`` False is for an account's first key, made with the account.
+        """
         if caller is not None and caller.environment_id is not None:
             if environment_id is None:
                 environment_id = caller.environment_id
@@ -79,6 +87,8 @@ class KeyService:
                 "expiresAt must be in the future.",
                 fix="Send an ISO 8601 time with a time zone that is later than now.",
             )
+        if check_limit:
+            await self._check_key_limit(account_id, utcnow())
         plaintext = self.runtime.key_format.generate(key_type)
         issued = await self._store(
             account_id,
@@ -121,6 +131,7 @@ class KeyService:
                 "This key is already stored.",
                 fix="List the account's keys; an identical key cannot be imported twice.",
             )
+        await self._check_key_limit(account_id, utcnow())
         issued = await self._store(
             account_id,
             key,
@@ -132,6 +143,25 @@ class KeyService:
         )
         self._record("key.imported", issued.row, actor)
         return issued
+
+    async def _check_key_limit(self, account_id: str, now: datetime) -> None:
+        """402 key_limit_reached when one more active key would exceed maxKeys.
+
+        Counted in the database under the account's row lock: exact under
+        concurrency, on every engine and across processes.
+        """
+        account = await self.accounts.get_for_update(account_id)
+        if account is None or account.max_keys is None:
+            return
+        active = await self.repo.count_active(account_id, at=now)
+        if active >= account.max_keys:
+            raise errors.KeyLimitReached(
+                f"The account's plan allows {account.max_keys} active keys.",
+                fix=(
+                    f"{active} of {account.max_keys} keys are active. Revoke one you no longer "
+                    "use (POST /keys/{id}/revoke), or ask the operator to raise maxKeys."
+                ),
+            )
 
     async def _check_environment(self, account_id: str, environment_id: str | None) -> None:
         if environment_id is None:
@@ -312,17 +342,21 @@ class KeyService:
                 "An expired key cannot be rolled.", fix="Create a new key with POST /keys."
             )
         key_type: KeyType = "secret" if row.key_type == "secret" else "public"
+        original_expiry = row.expires_at
+        grace_end = now + timedelta(seconds=grace_seconds)
+        if row.expires_at is None or grace_end < row.expires_at:
+            row.expires_at = grace_end
+        await self.repo.flush()
+        # The old key counts as active while its grace lasts (0: it does not).
+        await self._check_key_limit(row.account_id, now)
         issued = await self._store(
             row.account_id,
             self.runtime.key_format.generate(key_type),
             name=row.name,
             key_type=key_type,
             environment_id=row.environment_id,
-            expires_at=row.expires_at,
+            expires_at=original_expiry,
         )
-        grace_end = now + timedelta(seconds=grace_seconds)
-        if row.expires_at is None or grace_end < row.expires_at:
-            row.expires_at = grace_end
         self._record("key.created", issued.row, actor, {"rolledFrom": row.id})
         self._record(
             "key.rolled",
@@ -372,3 +406,5 @@ def invalidate_after_commit(session: AsyncSession, runtime: Runtime) -> None:
     """Call once the session committed: drops the keys it changed from the cache."""
     for key_hash in session.info.pop(INVALIDATE_AFTER_COMMIT, ()):
         runtime.cache.invalidate(key_hash)
+    if session.info.pop(CLEAR_CACHE_AFTER_COMMIT, False):
+        runtime.cache.clear()

@@ -26,6 +26,7 @@ from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import Kind
 from keyhouse.keys.repository import KeyRepository
 from keyhouse.keys.schemas import KeyType
+from keyhouse.limits.plan import Plan
 from keyhouse.logs import get_logger
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
@@ -49,6 +50,7 @@ class Caller:
     key_id: str
     key_type: KeyType
     environment_id: str | None
+    plan: Plan
 
     @property
     def is_secret(self) -> bool:
@@ -67,9 +69,10 @@ class KeyRecord:
     revoked: bool
     expires_at: datetime | None
     expiry_recorded: bool
+    plan: Plan
 
     @classmethod
-    def from_row(cls, row: ApiKey) -> KeyRecord:
+    def from_row(cls, row: ApiKey, plan: Plan) -> KeyRecord:
         return cls(
             id=row.id,
             account_id=row.account_id,
@@ -79,6 +82,7 @@ class KeyRecord:
             revoked=row.revoked,
             expires_at=row.expires_at,
             expiry_recorded=row.expiry_recorded_at is not None,
+            plan=plan,
         )
 
 
@@ -110,8 +114,8 @@ class Verifier:
         if not hit:
             epoch = runtime.cache.epoch
             async with runtime.db.session(write=False) as session:
-                row = await KeyRepository(session).get_by_hash(key_hash)
-                record = KeyRecord.from_row(row) if row is not None else None
+                found = await KeyRepository(session).get_with_plan(key_hash)
+                record = KeyRecord.from_row(*found) if found is not None else None
             runtime.cache.put(key_hash, record, epoch)
         if record is None:
             return Verdict("not_found")
@@ -132,7 +136,9 @@ class Verifier:
         verdict = await self.verify(key, actor=actor)
         record = verdict.record
         if verdict.code == "valid" and record is not None:
-            return Caller(record.account_id, record.id, record.key_type, record.environment_id)
+            return Caller(
+                record.account_id, record.id, record.key_type, record.environment_id, record.plan
+            )
         if verdict.code == "malformed":
             raise errors.MalformedApiKey()
         if verdict.code == "revoked":

@@ -11,13 +11,35 @@ from keyhouse.schemas import Schema, omittable
 
 __all__ = ["VerifyRequest", "VerifyResponse"]
 
-VerifyCode = Literal["valid", "malformed", "not_found", "revoked", "expired"]
+VerifyCode = Literal[
+    "valid", "malformed", "not_found", "revoked", "expired", "usage_exceeded", "rate_limited"
+]
 
 
 class VerifyRequest(Schema):
     key: StrictStr = Field(
         min_length=1, max_length=1024, description="The key string your user sent."
     )
+
+
+class RateLimitInfo(BaseModel):
+    """The key's token bucket after this verification."""
+
+    model_config = ConfigDict(title="RateLimitInfo")
+
+    limit: int = Field(description="Bucket size (burst).")
+    remaining: int = Field(description="Requests left right now.")
+    reset: int = Field(description="Seconds until the bucket is full again.")
+
+
+class UsageInfo(BaseModel):
+    """The account's usage this period (a UTC calendar month)."""
+
+    model_config = ConfigDict(title="UsageInfo")
+
+    requests: int = Field(description="Requests counted this period.")
+    limit: int | None = omittable("The plan's monthly requests; omitted when unlimited.")
+    resetsAt: str = Field(description="When the period ends and usage resets.")
 
 
 class VerifyResponse(BaseModel):
@@ -29,7 +51,8 @@ class VerifyResponse(BaseModel):
     code: VerifyCode = Field(
         description=(
             "`valid`; `malformed` (a keyhouse key whose checksum fails: a typo); "
-            "`not_found`; `revoked`; `expired`."
+            "`not_found`; `revoked`; `expired`; `usage_exceeded` (the account's monthly "
+            "requests are used up); `rate_limited` (the key's rate limit)."
         )
     )
     keyId: str | None = omittable("The key's id (jti).")
@@ -38,3 +61,5 @@ class VerifyResponse(BaseModel):
     keyType: KeyType | None = omittable("secret or public.")
     name: str | None = omittable("The key's name.")
     expiresAt: str | None = omittable("When the key expires, if it does.")
+    ratelimit: RateLimitInfo | None = omittable("When the account's plan has a rate limit.")
+    usage: UsageInfo | None = omittable("For a key that exists and is in force.")

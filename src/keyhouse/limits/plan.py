@@ -1,0 +1,47 @@
+"""Plans and periods: what an account may use, and when its usage resets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+__all__ = ["Period", "Plan", "current_period"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """An account's limits that verification enforces; None is unlimited."""
+
+    monthly_requests: int | None = None
+    rate_per_second: int | None = None
+    burst: int | None = None
+
+    @property
+    def bucket_size(self) -> int | None:
+        """Tokens a full bucket holds: ``burst``, or one second's worth."""
+        if self.rate_per_second is None:
+            return None
+        return self.burst if self.burst is not None else self.rate_per_second
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A UTC calendar month: usage is counted per period and resets at ``end``."""
+
+    key: str  # "2026-11"
+    start: datetime
+    end: datetime
+
+    def seconds_left(self, now: datetime) -> int:
+        return max(0, int((self.end - now).total_seconds()))
+
+
+def current_period(now: datetime) -> Period:
+    now = now.astimezone(UTC)
+    start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    end = (
+        datetime(now.year + 1, 1, 1, tzinfo=UTC)
+        if now.month == 12
+        else datetime(now.year, now.month + 1, 1, tzinfo=UTC)
+    )
+    return Period(f"{now.year:04d}-{now.month:02d}", start, end)

@@ -1,0 +1,105 @@
+"""Fixtures for limits: a real Redis (a database number of its own) and real servers.
+
+With ``CI=true`` a test that needs Redis fails when Redis does not answer;
+elsewhere it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+# A database number of its own: tests may flush it without touching anything else.
+REDIS_DB = 13
+
+
+def _redis_reachable() -> str | None:
+    try:
+        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=1).ping()
+    except Exception as exc:  # the reason is what the skip says
+        return f"Redis at {REDIS_HOST}:{REDIS_PORT} does not answer ({type(exc).__name__})"
+    return None
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    problem = _redis_reachable()
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}; CI needs it (.ci/run starts it)")
+        pytest.skip(problem)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    client.flushdb()
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+    client.flushdb()
+    client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def served(data_dir: Path, count: int, **env: str) -> Iterator[list[str]]:
+    """``count`` real ``keyhouse serve`` processes on one data directory; yields base URLs."""
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    base_env = {
+        **os.environ,
+        "KEYHOUSE_DATA_DIR": str(data_dir),
+        "KEYHOUSE_LOG_LEVEL": "warning",
+        **env,
+    }
+    try:
+        for _ in range(count):
+            port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "keyhouse", "serve", "--port", str(port)],
+                    env=base_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        for url, proc in zip(urls, procs, strict=True):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"keyhouse serve exited with {proc.returncode}")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("keyhouse serve did not start within 60 s")
+                time.sleep(0.05)
+        yield urls
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -1,0 +1,149 @@
+"""Limits across processes: Redis (one Lua script), or the database without it.
+
+Real ``keyhouse serve`` processes share one data directory; Redis is the
+machine's, on a database number of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import redis
+
+from keyhouse.app import create_app
+from keyhouse.config import Settings
+from keyhouse.runtime import Runtime
+from tests.factories import AccountWithKey
+from tests.limits.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT, served
+from tests.limits.helpers import account_on_plan
+
+
+async def prepared(settings: Settings, **limits: int) -> AccountWithKey:
+    """An account on a plan, made by an app that is then shut down."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        return await account_on_plan(app.state.runtime, **limits)
+
+
+async def hammer(urls: list[str], acc: AccountWithKey, count: int) -> Counter[int]:
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{urls[i % len(urls)]}/keys", headers=acc.auth) for i in range(count))
+        )
+    return Counter(r.status_code for r in responses)
+
+
+class TestAcrossProcesses:
+    async def test_two_processes_sharing_redis_enforce_one_quota(
+        self, make_settings: Callable[..., Settings], redis_url: str
+    ) -> None:
+        settings = make_settings()
+        acc = await prepared(settings, monthlyRequests=120)
+        with served(settings.data_dir, 2, KEYHOUSE_REDIS_URL=redis_url) as urls:
+            counts = await hammer(urls, acc, 300)
+        assert counts == {200: 120, 402: 180}
+
+    async def test_two_processes_without_redis_count_in_the_database(
+        self, make_settings: Callable[..., Settings]
+    ) -> None:
+        settings = make_settings()
+        acc = await prepared(settings, monthlyRequests=120)
+        with served(settings.data_dir, 2, KEYHOUSE_WORKERS="2") as urls:
+            counts = await hammer(urls, acc, 300)
+        assert counts == {200: 120, 402: 180}
+
+
+class TestRedis:
+    async def test_every_key_it_writes_has_a_ttl(
+        self, make_settings: Callable[..., Settings], redis_url: str
+    ) -> None:
+        app = create_app(make_settings(redis_url=redis_url))
+        async with app.router.lifespan_context(app):
+            runtime: Runtime = app.state.runtime
+            assert runtime.limiter.mode == "redis"
+            acc = await account_on_plan(runtime, ratePerSecond=5, burst=5, monthlyRequests=50)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                for _ in range(3):
+                    assert (await client.get("/keys", headers=acc.auth)).status_code == 200
+                mine = (await client.get("/account", headers=acc.auth)).json()
+        assert mine["usage"]["requests"] == 3
+        client_ = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+        names = client_.keys("*")
+        assert len(names) == 2  # the key's bucket and the account's counter
+        assert all(client_.ttl(name) > 0 for name in names)
+        client_.close()
+
+    async def test_redis_cut_mid_run_gives_no_500(
+        self, make_settings: Callable[..., Settings], redis_url: str
+    ) -> None:
+        async with tcp_proxy(REDIS_HOST, REDIS_PORT) as proxy:
+            url = f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}"
+            app = create_app(make_settings(redis_url=url))
+            async with app.router.lifespan_context(app):
+                runtime: Runtime = app.state.runtime
+                acc = await account_on_plan(runtime, monthlyRequests=1000)
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    before = [
+                        (await client.get("/keys", headers=acc.auth)).status_code for _ in range(5)
+                    ]
+                    ready = (await client.get("/readyz")).json()
+                    assert ready["redis"] == "ok"
+                    proxy.cut()
+                    after = await asyncio.gather(
+                        *(client.get("/keys", headers=acc.auth) for _ in range(50))
+                    )
+                    ready_after = await client.get("/readyz")
+        assert before == [200] * 5
+        assert Counter(r.status_code for r in after) == {200: 50}
+        assert ready_after.status_code == 200
+        assert ready_after.json()["redis"].startswith("unavailable")
+
+
+class Proxy:
+    """A TCP proxy the test controls: cut() drops every connection and refuses new ones."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def tcp_proxy(host: str, port: int) -> AsyncIterator[Proxy]:
+    proxy = Proxy(host, port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.cut()
