@@ -6,7 +6,8 @@ Measures, each figure the median of BENCH_RUNS (default 3) runs, on 127.0.0.1:
 - in-process ``Verifier.verify`` per second: cache hit, cache miss, malformed key;
 - HTTP with wrk (-t2 -c32 -d10s) against ``keyhouse serve --workers 2``:
   ``POST /verify`` and ``GET /keys`` (1 and 200 keys); in the same rounds an
-  empty FastAPI and an empty Starlette endpoint under ``uvicorn --workers 2``
+  empty FastAPI and an empty Starlette endpoint under the server keyhouse uses
+  (``keyhouse.serving``: uvicorn processes, 2 workers)
   (bench/floors.py) and the peer djangorestframework-api-key under gunicorn
   with 2 workers (``GET /verify``, key-protected, and its list of 200 keys);
 - ``GET /keys`` latency (sequential requests) with 100, 1,000, 10,000 keys;
@@ -780,24 +781,17 @@ def main() -> int:
             tmp / "keyhouse.log",
         )
         floor_env = child_env()
-        uvicorn_opts = [
-            "--workers",
-            "2",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--no-server-header",
-        ]
         fa = Server(
-            "uvicorn floors:fastapi_app --workers 2",
+            "floors:fastapi_app, 2 workers (keyhouse.serving, as keyhouse)",
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
+                "keyhouse.serving",
                 "floors:fastapi_app",
                 "--app-dir",
                 str(BENCH),
-                *uvicorn_opts,
+                "--workers",
+                "2",
             ],
             floor_env,
             0,
@@ -805,15 +799,16 @@ def main() -> int:
             tmp / "floor-fastapi.log",
         )
         st = Server(
-            "uvicorn floors:starlette_app --workers 2",
+            "floors:starlette_app, 2 workers (keyhouse.serving, as keyhouse)",
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
+                "keyhouse.serving",
                 "floors:starlette_app",
                 "--app-dir",
                 str(BENCH),
-                *uvicorn_opts,
+                "--workers",
+                "2",
             ],
             floor_env,
             0,
