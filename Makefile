@@ -36,5 +36,11 @@ format: $(VENV)/.installed-dev
 test: check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Performance figures and goal verdicts, side by side with the framework floors
+# and the peer (../shared/bench/peer_drf); ~10 min, not part of test. Writes
+# bench/results/latest.json. Knobs: BENCH_RUNS=3 BENCH_DURATION=10.
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -41,6 +41,7 @@ from keyhouse.openapi import install_openapi
 from keyhouse.runtime import Runtime
 from keyhouse.schemas import ErrorResponse
 from keyhouse.verify.endpoints import router as verify_router
+from keyhouse.verify.fastpath import try_fast_verify
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -197,9 +198,15 @@ class RequestMiddleware:
                 if guard is not None:
                     await reject(guard)
                     return
-                replay, guard = await self._read_body(scope, receive)
+                replay, guard, body = await self._read_body(scope, receive)
                 if guard is not None:
                     await reject(guard)
+                    return
+                if (
+                    scope["path"] == "/verify"
+                    and scope["method"] == "POST"
+                    and await try_fast_verify(scope["app"].state.runtime, scope, body, send_wrapper)
+                ):
                     return
                 await self.app(scope, replay, send_wrapper)
             except Exception as exc:
@@ -248,10 +255,10 @@ class RequestMiddleware:
 
     async def _read_body(
         self, scope: Scope, receive: Receive
-    ) -> tuple[Receive, errors.KeyhouseError | None]:
+    ) -> tuple[Receive, errors.KeyhouseError | None, bytes]:
         """Read the whole body (at most ``max_body`` bytes), then replay it to the app."""
         if scope["method"] not in _BODY_METHODS:
-            return receive, None
+            return receive, None, b""
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         too_large = errors.PayloadTooLarge(
@@ -260,9 +267,10 @@ class RequestMiddleware:
         if declared is not None:
             try:
                 if int(declared) > self.max_body:
-                    return receive, too_large
+                    return receive, too_large, b""
             except ValueError:
-                return receive, errors.BadRequest("The Content-Length header is not a number.")
+                bad = errors.BadRequest("The Content-Length header is not a number.")
+                return receive, bad, b""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -272,7 +280,7 @@ class RequestMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                return receive, too_large
+                return receive, too_large, b""
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -281,7 +289,7 @@ class RequestMiddleware:
             content_type = headers.get(b"content-type", b"").decode("latin-1")
             media = content_type.split(";", 1)[0].strip().lower()
             if media != "application/json" and not media.endswith("+json"):
-                return receive, errors.UnsupportedMediaType()
+                return receive, errors.UnsupportedMediaType(), b""
         sent = False
 
         async def replay() -> Message:
@@ -291,7 +299,7 @@ class RequestMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        return replay, None
+        return replay, None, body
 
 
 # -- the application --------------------------------------------------------------
@@ -363,13 +371,14 @@ def create_app(settings: Settings) -> FastAPI:
         log.error("configuration_error", detail=str(exc))
         return error_response(_tracking_id(request), errors.KeyhouseError())
 
+    # Hot routes first: routing tries them in this order.
+    app.include_router(verify_router)
     app.include_router(keys_router)
     app.include_router(environments_router)
     app.include_router(account_router)
     app.include_router(events_router)
     app.include_router(accounts_admin_router)
     app.include_router(keys_admin_router)
-    app.include_router(verify_router)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -41,6 +41,7 @@ from keyhouse.limits.plan import current_period
 from keyhouse.limits.store import UsageRepository
 from keyhouse.runtime import Runtime
 from keyhouse.schemas import Name
+from keyhouse.serving import check_port, serve_workers
 from keyhouse.timeutil import format_ts, utcnow
 
 __all__ = ["app", "main"]
@@ -180,7 +181,11 @@ def serve(
                 "limits hold per worker",
                 file=sys.stderr,
             )
-        uvicorn.run("keyhouse.app:app_from_env", factory=True, workers=workers, **options)
+        try:
+            check_port(host, port)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+        serve_workers(host, port, workers, options)
     else:
         from keyhouse.app import create_app
 

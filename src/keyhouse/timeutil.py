@@ -13,5 +13,8 @@ def utcnow() -> datetime:
 
 def format_ts(value: datetime) -> str:
     """``2026-11-26T19:21:17.123Z`` (milliseconds truncated, never rounded up)."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat truncates to milliseconds and is ~3x faster than strftime,
+    # which was 11-16% of a large GET /keys (profiles in issue 4).
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

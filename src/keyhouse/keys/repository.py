@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol, cast
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +13,52 @@ from keyhouse.ids import is_id
 from keyhouse.limits.plan import Plan
 from keyhouse.models import Account, ApiKey
 
-__all__ = ["KeyRepository"]
+__all__ = ["KeyRepository", "KeyView"]
+
+
+class KeyView(Protocol):
+    """What a key object is made from: an ``ApiKey`` or a row of its columns."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def environment_id(self) -> str | None: ...
+    @property
+    def key_type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def key_ciphertext(self) -> bytes: ...
+    @property
+    def enc_kid(self) -> str: ...
+    @property
+    def key_hint(self) -> str: ...
+    @property
+    def revoked(self) -> bool: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def last_used_at(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+_VIEW_COLUMNS = (
+    ApiKey.id,
+    ApiKey.account_id,
+    ApiKey.environment_id,
+    ApiKey.key_type,
+    ApiKey.name,
+    ApiKey.key_ciphertext,
+    ApiKey.enc_kid,
+    ApiKey.key_hint,
+    ApiKey.revoked,
+    ApiKey.created_at,
+    ApiKey.last_used_at,
+    ApiKey.expires_at,
+)
 
 
 class KeyRepository:
@@ -56,10 +102,13 @@ class KeyRepository:
         environment_id: str | None = None,
         key_type: str | None = None,
         revoked: bool | None = None,
-    ) -> Sequence[ApiKey]:
+    ) -> Sequence[KeyView]:
+        """Plain rows, not ORM objects: loading 10,000 keys as ORM instances was
+        ~40% of a listing (pyinstrument, issue 4); the rows carry what the key
+        object needs, under the same attribute names."""
         if environment_id is not None and not is_id(environment_id, "env"):
             return []
-        stmt = select(ApiKey).where(ApiKey.account_id == account_id)
+        stmt = select(*_VIEW_COLUMNS).where(ApiKey.account_id == account_id)
         if environment_id is not None:
             stmt = stmt.where(ApiKey.environment_id == environment_id)
         if key_type is not None:
@@ -68,7 +117,7 @@ class KeyRepository:
             stmt = stmt.where(ApiKey.revoked.is_(revoked))
         stmt = stmt.order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
         result = await self.session.execute(stmt)
-        return result.scalars().all()
+        return cast(Sequence[KeyView], result.all())
 
     async def count_active(self, account_id: str, *, at: datetime) -> int:
         """Keys in force at ``at``: not revoked and not expired (what maxKeys limits)."""

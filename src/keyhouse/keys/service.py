@@ -8,6 +8,7 @@ with a key string in it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
 from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import Kind
-from keyhouse.keys.repository import KeyRepository
+from keyhouse.keys.repository import KeyRepository, KeyView
 from keyhouse.keys.schemas import KeyType
 from keyhouse.keys.verify import MAX_KEY_LENGTH, Caller
 from keyhouse.models import ApiKey
@@ -235,7 +236,7 @@ class KeyService:
         environment_id: str | None = None,
         key_type: KeyType | None = None,
         revoked: bool | None = None,
-    ) -> list[ApiKey]:
+    ) -> list[KeyView]:
         """The account's keys, newest first; a scoped caller sees only its environment."""
         if scope_environment_id is not None:
             if environment_id is not None and environment_id != scope_environment_id:
@@ -369,10 +370,10 @@ class KeyService:
 
     # -- presentation ---------------------------------------------------------
 
-    def reveal(self, row: ApiKey) -> str:
+    def reveal(self, row: KeyView) -> str:
         return self.runtime.keyring.decrypt(row.enc_kid, row.key_ciphertext, associated=row.id)
 
-    def to_object(self, row: ApiKey, *, reveal: bool = True) -> dict[str, Any]:
+    def to_object(self, row: KeyView, *, reveal: bool = True) -> dict[str, Any]:
         """The seed's key object; optional members are left out, never null."""
         revealed = reveal or row.key_type == "public"
         key = self.reveal(row) if revealed else row.key_hint
@@ -398,7 +399,7 @@ class KeyService:
             obj["expiresAt"] = format_ts(row.expires_at)
         return obj
 
-    def to_objects(self, rows: list[ApiKey], *, reveal: bool) -> list[dict[str, Any]]:
+    def to_objects(self, rows: Sequence[KeyView], *, reveal: bool) -> list[dict[str, Any]]:
         return [self.to_object(row, reveal=reveal) for row in rows]
 
 

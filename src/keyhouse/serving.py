@@ -1,0 +1,136 @@
+"""``keyhouse serve --workers N``: N uvicorn processes, each with its own socket.
+
+uvicorn's own ``--workers`` shares one listening socket made without
+``IPPROTO_TCP``, so asyncio never sets ``TCP_NODELAY`` on its connections and
+every keep-alive response waits ~40 ms for the client's delayed ACK
+(https://github.com/encode/uvicorn/issues/3149; measured here: an empty
+endpoint at 727 req/s, p50 44 ms, the CPU 2% busy). With one shared socket the
+first worker to wake also takes most connections. Here each worker binds its
+own TCP socket with ``SO_REUSEPORT``: the kernel spreads connections over
+the workers, and asyncio sets ``TCP_NODELAY``. A worker that dies is
+started again; SIGTERM or SIGINT stops them all gracefully.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+__all__ = ["check_port", "main", "serve_workers"]
+
+_STOP_TIMEOUT = 30.0
+
+
+def tcp_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise OSError now if the address is taken (SO_REUSEPORT would share it)."""
+    tcp_socket(host, port, reuse_port=False).close()
+
+
+KEYHOUSE_APP = "keyhouse.app:app_from_env"
+
+
+def _worker(host: str, port: int, options: dict[str, Any]) -> None:
+    import uvicorn
+
+    sock = tcp_socket(host, port, reuse_port=True)
+    config = uvicorn.Config(**options)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve_workers(
+    host: str,
+    port: int,
+    workers: int,
+    options: dict[str, Any],
+    *,
+    app: str = KEYHOUSE_APP,
+    factory: bool = True,
+) -> None:
+    """Run ``workers`` processes serving ``app`` (an import string) until SIGTERM/SIGINT."""
+    options = {**options, "app": app, "factory": factory}
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> BaseProcess:
+        proc = ctx.Process(target=_worker, args=(host, port, options), daemon=False)
+        proc.start()
+        return proc
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    procs = [start() for _ in range(workers)]
+    print(
+        f"keyhouse: serving on http://{host}:{port} with {workers} workers "
+        f"(pids {', '.join(str(p.pid) for p in procs)})",
+        file=sys.stderr,
+    )
+    try:
+        while not stopping:
+            for i, proc in enumerate(procs):
+                if not proc.is_alive() and not stopping:
+                    print(
+                        f"keyhouse: worker {proc.pid} exited ({proc.exitcode}); starting another",
+                        file=sys.stderr,
+                    )
+                    procs[i] = start()
+            time.sleep(0.2)
+    finally:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_TIMEOUT
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m keyhouse.serving MODULE:APP``: any ASGI app under this server.
+
+    For the benchmark's framework floors, so they run under the same server
+    and worker count as keyhouse.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m keyhouse.serving")
+    parser.add_argument("app")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--app-dir", default=None)
+    args = parser.parse_args(argv)
+    if args.app_dir:
+        sys.path.insert(0, args.app_dir)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (args.app_dir, os.environ.get("PYTHONPATH")) if p
+        )
+    check_port(args.host, args.port)
+    options = {"access_log": False, "log_level": "warning", "server_header": False}
+    serve_workers(args.host, args.port, args.workers, options, app=args.app, factory=False)
+
+
+if __name__ == "__main__":
+    main()
