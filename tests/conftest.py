@@ -12,7 +12,8 @@ Every test that uses ``settings`` (or ``app``, ``client``, ``runtime``,
   unreachable server fails the run; elsewhere those tests are skipped with
   the reason.
 
-``@pytest.mark.sqlite_only`` keeps a test to SQLite (file modes, pragmas).
+``@pytest.mark.sqlite_only`` keeps a test to SQLite (file modes, pragmas);
+``@pytest.mark.postgresql_only`` to PostgreSQL (LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -70,8 +71,12 @@ TABLES = ["usage", "events", "api_keys", "environments", "accounts"]
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
-        metafunc.parametrize("backend", ["sqlite"] if only_sqlite else ["sqlite", "postgresql"])
+        backends = ["sqlite", "postgresql"]
+        if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+            backends = ["sqlite"]
+        if metafunc.definition.get_closest_marker("postgresql_only") is not None:
+            backends = ["postgresql"]
+        metafunc.parametrize("backend", backends)
 
 
 def run_sync(coro_factory: Callable[[], Any]) -> Any:

@@ -34,6 +34,7 @@ def is_id(value: str, prefix: str) -> bool:
     """
     return value.startswith(prefix + "_") and ID_RE.fullmatch(value) is not None
 
+
 _lock = threading.Lock()
 _last_ms = -1
 _last_random = 0
