@@ -37,6 +37,7 @@ from keyhouse.config import Settings
 from keyhouse.db.migrate import migrate
 from keyhouse.keys.service import KeyService
 from keyhouse.keys.verify import Verifier
+from keyhouse.limits.plan import Plan
 from keyhouse.runtime import Runtime
 
 
@@ -284,6 +285,7 @@ async def phase_rss(args: argparse.Namespace) -> None:
             revoked=False,
             expires_at=None,
             expiry_recorded=False,
+            plan=Plan(),
         )
         cache.put(hash_key(key), record)
     fill_s = time.perf_counter() - t0
