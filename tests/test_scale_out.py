@@ -101,6 +101,13 @@ async def one_client_per_worker(url: str, workers: int) -> dict[int, httpx.Async
     raise AssertionError(f"reached {len(clients)} of {workers} workers")
 
 
+async def still_pinned(clients: dict[int, httpx.AsyncClient]) -> bool:
+    for pid, client in clients.items():
+        if (await client.get("/healthz")).json()["pid"] != pid:
+            return False
+    return True
+
+
 @pytest.mark.postgresql_only
 async def test_revocation_reaches_every_worker_within_a_second(
     make_settings: Callable[..., Settings],
@@ -118,10 +125,14 @@ async def test_revocation_reaches_every_worker_within_a_second(
                 )
                 assert made.status_code == 201
                 victim = bearer(made.json()["key"])
-                for pid, client in clients.items():
+                if not await still_pinned(clients):
+                    # An idle keep-alive connection was closed: find the workers again.
+                    for client in clients.values():
+                        await client.aclose()
+                    clients = await one_client_per_worker(url, 4)
+                for client in clients.values():
                     warm = await client.get("/keys", headers=victim)
                     assert warm.status_code == 403  # valid key, public: cached as valid
-                    assert (await client.get("/healthz")).json()["pid"] == pid
                 revoker = list(clients.values())[len(delays) % 4]
                 revoked = await revoker.post(f"/keys/{made.json()['id']}/revoke", headers=acc.auth)
                 assert revoked.status_code == 200
@@ -137,8 +148,8 @@ async def test_revocation_reaches_every_worker_within_a_second(
                         if resp.status_code == 401:
                             assert resp.json()["error"]["code"] == "revoked_api_key"
                             return time.monotonic() - start
-                        if time.monotonic() - start > 5:
-                            return 5.0
+                        if time.monotonic() - start > 2:
+                            return 2.0
                         await asyncio.sleep(0.005)
 
                 delays.append(max(await asyncio.gather(*(refused(c) for c in clients.values()))))
