@@ -1,8 +1,19 @@
-"""Fixtures: real SQLite files migrated by Alembic, the real ASGI app.
+"""Fixtures: real databases migrated by Alembic, the real ASGI app.
 
-Migrating takes a while, so the schema is migrated once per session into a
-template file and each test gets its own copy (its own data directory, its
-own generated encryption key).
+Every test that uses ``settings`` (or ``app``, ``client``, ``runtime``,
+``make_settings``) runs twice: on SQLite and on PostgreSQL (``backend``).
+
+* SQLite: the schema is migrated once per session into a template file and
+  each test gets its own copy (its own data directory, its own generated
+  encryption key).
+* PostgreSQL (127.0.0.1:5432, user postgres, or TEST_POSTGRES_URL): one
+  database per test run, made and migrated at the start and dropped at the
+  end; its tables are emptied before each test. With ``CI=true`` an
+  unreachable server fails the run; elsewhere those tests are skipped with
+  the reason.
+
+``@pytest.mark.sqlite_only`` keeps a test to SQLite (file modes, pragmas);
+``@pytest.mark.postgresql_only`` to PostgreSQL (LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -10,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import hypothesis
 import pytest
@@ -51,6 +65,75 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TABLES = ["usage", "events", "api_keys", "environments", "accounts"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        backends = ["sqlite", "postgresql"]
+        if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+            backends = ["sqlite"]
+        if metafunc.definition.get_closest_marker("postgresql_only") is not None:
+            backends = ["postgresql"]
+        metafunc.parametrize("backend", backends)
+
+
+def run_sync(coro_factory: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion from sync code, even inside a test's event loop."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro_factory()))
+        except BaseException as exc:  # handed back to the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0] if result else None
+
+
+async def _pg_execute(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this test run, migrated; dropped at the end."""
+    try:
+        run_sync(lambda: _pg_execute(PG_SERVER, "SELECT 1"))
+    except Exception as exc:
+        reason = f"PostgreSQL at {PG_SERVER} does not answer ({type(exc).__name__})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI needs it (.ci/run starts it)")
+        pytest.skip(reason)
+    name = f"keyhouse_test_{os.getpid()}_{secrets.token_hex(4)}"
+    run_sync(lambda: _pg_execute(PG_SERVER, f'CREATE DATABASE "{name}"'))
+    url = PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    sa_url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        run_sync(lambda: migrate(Settings(database_url=sa_url)))
+        yield sa_url
+    finally:
+        run_sync(lambda: _pg_execute(PG_SERVER, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("template")
@@ -59,18 +142,35 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, template_db: Path) -> Callable[..., Settings]:
-    """Settings on a fresh, migrated SQLite data directory (``data_dir`` shared per test)."""
+def make_settings(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
+    """Settings on a fresh, migrated database (one per test) and data directory."""
     data_dir = tmp_path / "data"
+    database_url: str | None = None
+    if backend == "postgresql":
+        database_url = request.getfixturevalue("pg_url")
+        run_sync(lambda: _pg_execute(pg_plain(database_url), f"TRUNCATE {', '.join(TABLES)}"))
+    else:
+        template: Path = request.getfixturevalue("template_db")
 
     def make(**overrides: Any) -> Settings:
         if not data_dir.exists():
             data_dir.mkdir(mode=0o700)
-            shutil.copyfile(template_db, data_dir / "keyhouse.db")
-            (data_dir / "keyhouse.db").chmod(0o600)
+            if database_url is None:
+                shutil.copyfile(template, data_dir / "keyhouse.db")
+                (data_dir / "keyhouse.db").chmod(0o600)
+        if database_url is not None:
+            overrides.setdefault("database_url", database_url)
         return Settings(data_dir=data_dir, **overrides)
 
     return make
+
+
+def pg_plain(sa_url: str | None) -> str:
+    """The asyncpg form of a SQLAlchemy URL."""
+    assert sa_url is not None
+    return sa_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 @pytest.fixture
@@ -82,6 +182,10 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
+        runtime: Runtime = application.state.runtime
+        if not runtime.db.is_sqlite:
+            # Its first connect clears the cache: let that happen before the test.
+            await asyncio.wait_for(runtime.change_listener.connected.wait(), 10)
         yield application
 
 

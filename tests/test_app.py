@@ -7,6 +7,7 @@ No full key ever appears in test output: keys are compared with
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -552,7 +553,7 @@ async def test_openapi_error_detail_matches_seed(openapi: dict[str, Any]) -> Non
 async def test_healthz(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "pid": os.getpid()}
 
 
 async def test_readyz(client: httpx.AsyncClient) -> None:

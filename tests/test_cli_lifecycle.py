@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 from keyhouse.app import create_app
 from keyhouse.audit.service import CLI
@@ -23,7 +24,12 @@ from keyhouse.config import Settings
 from keyhouse.keys.service import KeyService
 from keyhouse.runtime import Runtime
 from tests.factories import AccountWithKey, bearer, create_account, create_key, expect_same_key
-from tests.test_cli import (
+
+# The CLI runs as a subprocess on the test's data directory: SQLite. The services
+# it calls are the API's, which run on both engines.
+pytestmark = pytest.mark.sqlite_only
+
+from tests.test_cli import (  # noqa: E402
     TIMESTAMP,
     expect_ok,
     expect_one_line_failure,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import traceback
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -147,6 +149,23 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+RETRY_AFTER_SECONDS = 2
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (or is busy), not a bug."""
+    if isinstance(
+        exc,
+        sa_exc.OperationalError
+        | sa_exc.InterfaceError
+        | sa_exc.TimeoutError
+        | sa_exc.DisconnectionError
+        | OSError,
+    ):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
 # -- middleware -----------------------------------------------------------------
 
 
@@ -210,6 +229,17 @@ class RequestMiddleware:
                     return
                 await self.app(scope, replay, send_wrapper)
             except Exception as exc:
+                if database_unavailable(exc):
+                    # An outage, not a bug: 503 with Retry-After, and no stack.
+                    log.warning("database_unavailable", error_type=type(exc).__name__)
+                    if not response_started:
+                        await reject(
+                            errors.ServiceUnavailable(
+                                "The database is not reachable right now.",
+                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                            )
+                        )
+                    return
                 # Type and stack only: an exception's text can carry request data.
                 stack = traceback.format_list(traceback.extract_tb(exc.__traceback__))
                 log.error(
@@ -319,6 +349,8 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             asyncio.create_task(runtime.limiter.run(settings.usage_flush_seconds)),
         ]
+        if not runtime.db.is_sqlite:
+            flushers.append(asyncio.create_task(runtime.change_listener.run()))
         try:
             yield
         finally:
@@ -381,9 +413,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(keys_admin_router)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        """200 while the process serves requests."""
-        return {"status": "ok"}
+    async def healthz() -> dict[str, str | int]:
+        """200 while the process serves requests; `pid` says which worker answered."""
+        return {"status": "ok", "pid": os.getpid()}
 
     @app.get(
         "/readyz",

@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+    db_pool_size: int = Field(
+        default=10, ge=1, le=1000, description="PostgreSQL connections kept open."
+    )
+    db_max_overflow: int = Field(default=20, ge=0, le=1000)
+    db_connect_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Connecting and each statement (PostgreSQL): past it, 503 service_unavailable.",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Waiting for a free pooled connection."
+    )
     log_level: str = "info"
     default_max_keys: int | None = Field(default=100, ge=0)
     default_monthly_requests: int | None = Field(default=None, ge=0)

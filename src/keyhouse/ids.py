@@ -16,13 +16,24 @@ import threading
 import time
 from datetime import UTC, datetime
 
-__all__ = ["ID_RE", "new_id", "new_ulid", "ulid_datetime"]
+__all__ = ["ID_PATTERN", "ID_RE", "is_id", "new_id", "new_ulid", "ulid_datetime"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DECODE = {c: i for i, c in enumerate(_CROCKFORD)}
 _RANDOM_MAX = (1 << 80) - 1
 
-ID_RE = re.compile(r"^(acc|env|key|req|evt)_[0-9A-HJKMNP-TV-Z]{26}$")
+ID_PATTERN = r"^(acc|env|key|req|evt)_[0-9A-HJKMNP-TV-Z]{26}$"
+ID_RE = re.compile(ID_PATTERN)
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether ``value`` has the shape of a ``prefix`` id.
+
+    Repositories check before querying: an id from a URL can hold anything,
+    and PostgreSQL refuses some of it (a NUL byte) with an error, not a miss.
+    """
+    return value.startswith(prefix + "_") and ID_RE.fullmatch(value) is not None
+
 
 _lock = threading.Lock()
 _last_ms = -1

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from keyhouse.admin_tokens import AdminTokens, load_admin_tokens
 from keyhouse.config import Settings
 from keyhouse.db.engine import Database
+from keyhouse.db.notify import ChangeListener
 from keyhouse.keys.cache import KeyCache
 from keyhouse.keys.crypto import Keyring, load_keyring
 from keyhouse.keys.format import KeyFormat
@@ -30,6 +31,7 @@ class Runtime:
     cache: KeyCache
     last_used: LastUsed
     limiter: Limiter
+    change_listener: ChangeListener
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -42,6 +44,7 @@ class Runtime:
             settings.data_dir,
         )
         db = Database(settings)
+        cache = KeyCache(settings.cache_max_entries, settings.cache_ttl_seconds)
         mode: Mode = (
             "redis" if settings.redis_url else "database" if settings.workers > 1 else "memory"
         )
@@ -51,9 +54,14 @@ class Runtime:
             keyring=keyring,
             key_format=KeyFormat(settings.key_prefix_secret, settings.key_prefix_public),
             admin_tokens=admin_tokens,
-            cache=KeyCache(settings.cache_max_entries, settings.cache_ttl_seconds),
+            cache=cache,
             last_used=LastUsed(),
             limiter=Limiter(db, mode=mode, redis_url=settings.redis_url),
+            change_listener=ChangeListener(
+                db.asyncpg_dsn if not db.is_sqlite else "",
+                cache,
+                timeout=settings.db_connect_timeout_seconds,
+            ),
         )
 
     async def close(self) -> None:

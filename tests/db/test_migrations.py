@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -56,6 +57,7 @@ async def test_models_and_migrations_agree(tmp_path: Path) -> None:
     assert diff == []
 
 
+@pytest.mark.sqlite_only
 async def test_sqlite_runs_in_wal_with_full_sync_and_foreign_keys(runtime: Runtime) -> None:
     for engine in (runtime.db.engine, runtime.db.write_engine):
         async with engine.connect() as conn:

@@ -14,11 +14,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 import redis
+
+from keyhouse.config import Settings
 
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
@@ -56,8 +57,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(data_dir: Path, count: int, **env: str) -> Iterator[list[str]]:
-    """``count`` real ``keyhouse serve`` processes on one data directory; yields base URLs."""
+def served(settings: Settings, count: int, **env: str) -> Iterator[list[str]]:
+    """``count`` real ``keyhouse serve`` processes on the settings' database; yields URLs."""
+    data_dir = settings.data_dir
+    if settings.database_url:
+        env = {"KEYHOUSE_DATABASE_URL": settings.database_url, **env}
     procs: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     base_env = {

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keyhouse.ids import is_id
 from keyhouse.models import Account
 
 __all__ = ["AccountRepository"]
@@ -17,6 +18,8 @@ class AccountRepository:
         self.session = session
 
     async def get(self, account_id: str) -> Account | None:
+        if not is_id(account_id, "acc"):
+            return None
         result = await self.session.execute(select(Account).where(Account.id == account_id))
         return result.scalar_one_or_none()
 
@@ -30,6 +33,8 @@ class AccountRepository:
         """The account, locked until the transaction ends (PostgreSQL; SQLite's
         write transactions are serialised already), so two requests cannot
         both take the last key of a plan."""
+        if not is_id(account_id, "acc"):
+            return None
         result = await self.session.execute(
             select(Account).where(Account.id == account_id).with_for_update()
         )

@@ -10,8 +10,9 @@ from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
 from keyhouse.accounts.schemas import LimitsUpdate
 from keyhouse.audit.service import Actor, AuditService
+from keyhouse.db.notify import CLEAR_CACHE_AFTER_COMMIT
 from keyhouse.ids import new_id
-from keyhouse.keys.service import CLEAR_CACHE_AFTER_COMMIT, IssuedKey, KeyService
+from keyhouse.keys.service import IssuedKey, KeyService
 from keyhouse.models import Account
 from keyhouse.runtime import Runtime
 

@@ -15,6 +15,7 @@ from keyhouse.openapi import error_responses
 __all__ = ["router"]
 
 router = APIRouter(prefix="/events", tags=["events"])
+EVENT_ID_PATTERN = r"^evt_[0-9A-HJKMNP-TV-Z]{26}$"
 
 
 @router.get(
@@ -29,7 +30,7 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=100, description="Events per page (1-100).")] = 20,
     startingAfter: Annotated[
         str | None,
-        Query(max_length=64, description="An event id: the page starts after it."),
+        Query(pattern=EVENT_ID_PATTERN, description="An event id: the page starts after it."),
     ] = None,
 ) -> JSONResponse:
     """The account's audit log, newest first, a page at a time: pass the last

@@ -26,8 +26,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from keyhouse.config import Settings
+from keyhouse.db.notify import NotifyingSession
 
 __all__ = ["Database", "prepare_sqlite_file"]
 
@@ -86,10 +88,29 @@ class Database:
             self.engine = _sqlite_engine(url, timeout, None)
             self.write_engine = _sqlite_engine(url, timeout, "BEGIN IMMEDIATE")
         else:
-            self.engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+            pg_timeout = settings.db_connect_timeout_seconds
+            self.engine = create_async_engine(
+                url,
+                pool_pre_ping=True,  # a connection broken by an outage is replaced, not used
+                hide_parameters=True,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_timeout=settings.db_pool_timeout_seconds,
+                connect_args={
+                    "timeout": pg_timeout,
+                    "command_timeout": pg_timeout,
+                    "server_settings": {"application_name": "keyhouse"},
+                },
+            )
             self.write_engine = self.engine
-        self._read = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        # On PostgreSQL a committed key change is also NOTIFYed to every process.
+        session_class = Session if self.is_sqlite else NotifyingSession
+        self._read = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=session_class
+        )
+        self._write = async_sessionmaker(
+            self.write_engine, expire_on_commit=False, sync_session_class=session_class
+        )
 
     @property
     def safe_url(self) -> str:
@@ -107,6 +128,11 @@ class Database:
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         async with self.write_engine.begin() as conn:
             yield conn
+
+    @property
+    def asyncpg_dsn(self) -> str:
+        """The URL as asyncpg takes it (for LISTEN on a connection of its own)."""
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

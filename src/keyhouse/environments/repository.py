@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keyhouse.ids import is_id
 from keyhouse.models import Environment
 
 __all__ = ["EnvironmentRepository"]
@@ -17,6 +18,8 @@ class EnvironmentRepository:
         self.session = session
 
     async def get(self, account_id: str, environment_id: str) -> Environment | None:
+        if not is_id(environment_id, "env"):
+            return None
         result = await self.session.execute(
             select(Environment).where(
                 Environment.id == environment_id, Environment.account_id == account_id

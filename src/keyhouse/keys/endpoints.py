@@ -38,7 +38,8 @@ async def list_keys(
     session: SessionDep,
     runtime: RuntimeDep,
     environmentId: Annotated[
-        str | None, Query(max_length=64, description="Only keys of this environment.")
+        str | None,
+        Query(pattern=r"^env_[0-9A-Za-z]{1,60}$", description="Only keys of this environment."),
     ] = None,
     keyType: Annotated[KeyType | None, Query(description="Only keys of this type.")] = None,
     revoked: Annotated[

@@ -9,6 +9,7 @@ from typing import Protocol, cast
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from keyhouse.ids import is_id
 from keyhouse.limits.plan import Plan
 from keyhouse.models import Account, ApiKey
 
@@ -84,6 +85,8 @@ class KeyRepository:
         self, account_id: str | None, key_id: str, *, environment_id: str | None = None
     ) -> ApiKey | None:
         """A key by id, within ``account_id`` (None: any account, for the operator)."""
+        if not is_id(key_id, "key"):
+            return None
         stmt = select(ApiKey).where(ApiKey.id == key_id)
         if account_id is not None:
             stmt = stmt.where(ApiKey.account_id == account_id)
@@ -103,6 +106,8 @@ class KeyRepository:
         """Plain rows, not ORM objects: loading 10,000 keys as ORM instances was
         ~40% of a listing (pyinstrument, issue 4); the rows carry what the key
         object needs, under the same attribute names."""
+        if environment_id is not None and not is_id(environment_id, "env"):
+            return []
         stmt = select(*_VIEW_COLUMNS).where(ApiKey.account_id == account_id)
         if environment_id is not None:
             stmt = stmt.where(ApiKey.environment_id == environment_id)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
 from keyhouse.audit.service import Actor, AuditService
+from keyhouse.db.notify import CLEAR_CACHE_AFTER_COMMIT, INVALIDATE_AFTER_COMMIT
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
 from keyhouse.keys.crypto import hash_key
@@ -35,9 +36,7 @@ __all__ = ["Caller", "IssuedKey", "KeyService", "invalidate_after_commit"]
 # remaining way in when the last-key guard decides.
 LAST_KEY_HORIZON = timedelta(hours=1)
 DEFAULT_ROLL_GRACE_SECONDS = 86_400
-INVALIDATE_AFTER_COMMIT = "keyhouse.invalidate_after_commit"
-# Cached keys carry their account's plan: a plan change drops them all.
-CLEAR_CACHE_AFTER_COMMIT = "keyhouse.clear_cache_after_commit"
+
 MAX_ROLL_GRACE_SECONDS = 604_800
 
 

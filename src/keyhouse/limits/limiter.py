@@ -14,8 +14,10 @@ Three ways to count, chosen at start (DESIGN §4):
   counted in memory and added to the database as above.
 * ``redis`` (``KEYHOUSE_REDIS_URL``): both in Redis, in one Lua script, so
   any number of processes enforce one limit. When Redis fails (timeouts
-  <= 100 ms), requests are admitted by the in-process limits of ``memory``
-  mode, with a warning, until Redis answers again.
+  <= 100 ms), requests go on being served, with a warning: a quota is taken
+  in the database as in ``database`` mode (starting from the count Redis last
+  saved there, at most one flush interval old), rate limits per process;
+  Redis is tried again after a second.
 
 A refused request consumes nothing: not quota, not a token.
 """
@@ -152,11 +154,17 @@ class Limiter:
 
     async def admit(self, account_id: str, key_id: str, plan: Plan, now: datetime) -> Admission:
         period = current_period(now)
-        if self.mode == "redis" and self._clock() >= self._redis_retry_at:
-            try:
-                return await self._admit_redis(account_id, key_id, plan, period)
-            except Exception as exc:  # any Redis failure: fall back, never a 500
-                self._redis_failed(exc)
+        if self.mode == "redis":
+            if self._clock() >= self._redis_retry_at:
+                try:
+                    return await self._admit_redis(account_id, key_id, plan, period)
+                except Exception as exc:  # any Redis failure: fall back, never a 500
+                    self._redis_failed(exc)
+            # Without Redis, other processes may be counting too: a quota is
+            # taken in the database (exact from what Redis last saved there).
+            if plan.monthly_requests is not None:
+                return await self._admit_database(account_id, key_id, plan, period)
+            return await self._admit_memory(account_id, key_id, plan, period)
         if self.mode == "database" and plan.monthly_requests is not None:
             return await self._admit_database(account_id, key_id, plan, period)
         return await self._admit_memory(account_id, key_id, plan, period)
