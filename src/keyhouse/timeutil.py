@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["format_ts", "utcnow"]
+__all__ = ["format_stored_ts", "format_ts", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -18,3 +18,19 @@ def format_ts(value: datetime) -> str:
     # isoformat truncates to milliseconds and is ~3x faster than strftime,
     # which was 11-16% of a large GET /keys (profiles in issue 4).
     return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def format_stored_ts(value: datetime | str) -> str:
+    """``format_ts`` of a timestamp as the database returned it, without parsing.
+
+    keyhouse stores UTC without a zone: SQLite returns the text SQLAlchemy
+    wrote ('2026-11-26 19:21:17.123456', always six decimals), PostgreSQL a
+    naive datetime.
+    """
+    if isinstance(value, str):
+        if len(value) == 26 and value[10] == " ":
+            return f"{value[:10]}T{value[11:23]}Z"
+        return format_ts(datetime.fromisoformat(value).replace(tzinfo=UTC))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return format_ts(value)

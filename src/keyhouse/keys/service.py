@@ -28,7 +28,7 @@ from keyhouse.keys.schemas import KeyType
 from keyhouse.keys.verify import MAX_KEY_LENGTH, Caller
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
-from keyhouse.timeutil import format_ts, utcnow
+from keyhouse.timeutil import format_stored_ts, format_ts, utcnow
 
 __all__ = ["Caller", "IssuedKey", "KeyService", "invalidate_after_commit"]
 
@@ -235,7 +235,7 @@ class KeyService:
         environment_id: str | None = None,
         key_type: KeyType | None = None,
         revoked: bool | None = None,
-    ) -> list[KeyView]:
+    ) -> list[Sequence[Any]]:
         """The account's keys, newest first; a scoped caller sees only its environment."""
         if scope_environment_id is not None:
             if environment_id is not None and environment_id != scope_environment_id:
@@ -386,20 +386,66 @@ class KeyService:
         obj["accountId"] = row.account_id
         obj["name"] = row.name
         obj["revoked"] = row.revoked
-        obj["createdAt"] = format_ts(row.created_at)
-        # This process's uses not yet written behind count too.
-        last_used = row.last_used_at
+        obj["createdAt"] = format_stored_ts(row.created_at)
+        # This process's uses not yet written behind count too. The texts
+        # have one format, so they compare as the times do.
+        last_used = None if row.last_used_at is None else format_stored_ts(row.last_used_at)
         pending = self.runtime.last_used.pending(row.id)
-        if pending is not None and (last_used is None or pending > last_used):
-            last_used = pending
+        if pending is not None:
+            pending_text = format_ts(pending)
+            if last_used is None or pending_text > last_used:
+                last_used = pending_text
         if last_used is not None:
-            obj["lastUsedAt"] = format_ts(last_used)
+            obj["lastUsedAt"] = last_used
         if row.expires_at is not None:
-            obj["expiresAt"] = format_ts(row.expires_at)
+            obj["expiresAt"] = format_stored_ts(row.expires_at)
         return obj
 
-    def to_objects(self, rows: Sequence[KeyView], *, reveal: bool) -> list[dict[str, Any]]:
-        return [self.to_object(row, reveal=reveal) for row in rows]
+    def to_objects(self, rows: Sequence[Sequence[Any]], *, reveal: bool) -> list[dict[str, Any]]:
+        # The per-key work of a listing (10,000 keys: ~8 us a key, most of a
+        # request), written once more as one loop with local names.
+        decrypt = self.runtime.keyring.decrypt
+        pending_of = self.runtime.last_used.pending
+        out = []
+        # Unpacked in _VIEW_COLUMNS' order: reading a Row by attribute name
+        # cost ~0.3 us a member, most of the per-key time.
+        for (
+            key_id,
+            account_id,
+            environment_id,
+            key_type,
+            name,
+            ciphertext,
+            enc_kid,
+            key_hint,
+            revoked,
+            created_at,
+            stored_last_used,
+            expires_at,
+        ) in rows:
+            if reveal or key_type == "public":
+                key = decrypt(enc_kid, ciphertext, associated=key_id)
+            else:
+                key = key_hint
+            obj: dict[str, Any] = {"id": key_id, "key": key, "keyType": key_type}
+            if environment_id is not None:
+                obj["environmentId"] = environment_id
+            obj["accountId"] = account_id
+            obj["name"] = name
+            obj["revoked"] = bool(revoked)
+            obj["createdAt"] = format_stored_ts(created_at)
+            last_used = None if stored_last_used is None else format_stored_ts(stored_last_used)
+            pending = pending_of(key_id)
+            if pending is not None:
+                pending_text = format_ts(pending)
+                if last_used is None or pending_text > last_used:
+                    last_used = pending_text
+            if last_used is not None:
+                obj["lastUsedAt"] = last_used
+            if expires_at is not None:
+                obj["expiresAt"] = format_stored_ts(expires_at)
+            out.append(obj)
+        return out
 
 
 def invalidate_after_commit(session: AsyncSession, runtime: Runtime) -> None:
