@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+import httpx
 
 from keyhouse.accounts.service import AccountService
 from keyhouse.audit.service import CLI
@@ -87,3 +90,26 @@ def expect_same_key(actual: object, expected: str) -> None:
     if actual != expected:
         shown = mask(actual) if isinstance(actual, str) else type(actual).__name__
         raise AssertionError(f"key mismatch: got {shown}, expected {mask(expected)}")
+
+
+def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The seed's envelope with ``status`` and ``code``; returns the body.
+
+    Optional members are omitted (never null), the tracking id matches the
+    header, and a 401 says how to authenticate. Failure messages hold no body
+    text (a body never holds a key, but a bug could make one).
+    """
+    __tracebackhide__ = True
+    assert response.status_code == status, f"status {response.status_code}, expected {status}"
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"trackingId", "error"}
+    assert body["trackingId"] == response.headers["x-tracking-id"]
+    error = body["error"]
+    assert error["code"] == code, f"code {error['code']!r}, expected {code!r}"
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert set(error) <= {"code", "message", "fix", "provider", "providerCode"}
+    assert None not in error.values()
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    return body

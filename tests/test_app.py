@@ -19,7 +19,7 @@ from keyhouse import errors
 from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.runtime import Runtime
-from tests.factories import bearer, create_account
+from tests.factories import bearer, create_account, expect_error
 
 MAX_BODY = 64 * 1024
 KEY_QUERY_NAMES = ["key", "api_key", "apiKey", "token", "access_token"]
@@ -38,20 +38,6 @@ def find_nulls(value: object, path: str = "$") -> list[str]:
     if isinstance(value, list):
         return [p for i, v in enumerate(value) for p in find_nulls(v, f"{path}[{i}]")]
     return []
-
-
-def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """Check the seed's envelope; return the body. Error bodies never hold a key."""
-    assert response.status_code == status
-    body: dict[str, Any] = response.json()
-    assert body["error"]["code"] == code
-    assert body["trackingId"] == response.headers["x-tracking-id"]
-    assert set(body) == {"trackingId", "error"}
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
-    assert set(body["error"]) <= {"code", "message", "fix", "provider", "providerCode"}
-    assert find_nulls(body) == []
-    return body
 
 
 async def make_client(app: FastAPI) -> httpx.AsyncClient:

@@ -7,14 +7,20 @@ expressions and out of helper arguments.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
 
 from keyhouse.keys.format import ALPHABET, BODY_LEN
 from keyhouse.runtime import Runtime
-from tests.factories import bearer, create_account, create_key, expect_same_key, set_expiry
+from tests.factories import (
+    bearer,
+    create_account,
+    create_key,
+    expect_error,
+    expect_same_key,
+    set_expiry,
+)
 
 # Helpers that take a key hide their frame (``__tracebackhide__``): pytest
 # prints a shown frame's arguments on failure.
@@ -27,18 +33,6 @@ def same_key(actual: object, expected: str) -> None:
         expect_same_key(actual, expected)
     except AssertionError as exc:
         raise AssertionError(str(exc)) from None
-
-
-def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status
-    body: dict[str, Any] = response.json()
-    assert body["error"]["code"] == code
-    assert body["trackingId"] == response.headers["x-tracking-id"]
-    assert set(body) == {"trackingId", "error"}
-    assert None not in body["error"].values()
-    if status == 401:
-        assert response.headers["www-authenticate"].startswith("Bearer")
-    return body
 
 
 def change_one_char(key: str, prefix: str) -> str:

@@ -29,7 +29,14 @@ from keyhouse.config import Settings
 from keyhouse.errors import ConfigurationError
 from keyhouse.keys.format import Kind
 from keyhouse.runtime import Runtime
-from tests.factories import bearer, create_account, create_environment, create_key, expect_same_key
+from tests.factories import (
+    bearer,
+    create_account,
+    create_environment,
+    create_key,
+    expect_error,
+    expect_same_key,
+)
 
 SettingsFactory = Callable[..., Settings]
 
@@ -58,24 +65,6 @@ def error_of(response: httpx.Response) -> Any:
     """What a failure message may show of a response: its error member, never a key."""
     body = response.json()
     return body.get("error") if isinstance(body, dict) else type(body).__name__
-
-
-def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The seed's envelope with ``status`` and ``code``; optional members omitted, never null."""
-    assert response.status_code == status, error_of(response)
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"trackingId", "error"}
-    assert body["trackingId"] == response.headers["x-tracking-id"]
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
-    assert None not in body["error"].values()
-    assert set(body["error"]) <= {"code", "message", "fix", "provider", "providerCode"}
-    assert "provider" not in body["error"]
-    assert "providerCode" not in body["error"]
-    if status == 401:
-        assert response.headers["www-authenticate"].startswith("Bearer")
-    return body
 
 
 async def create_via_api(

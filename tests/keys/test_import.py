@@ -23,6 +23,7 @@ from tests.factories import (
     bearer,
     create_account,
     create_environment,
+    expect_error,
     expect_same_key,
 )
 
@@ -51,21 +52,6 @@ async def post_import(
     return await client.post(
         f"/admin/accounts/{account_id}/keys/import", headers=admin(runtime), json=body
     )
-
-
-def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The seed's envelope with ``status`` and ``code``; optional members omitted, never null."""
-    assert response.status_code == status, response.json().get("error")
-    body: dict[str, Any] = response.json()
-    assert set(body) == {"trackingId", "error"}
-    assert body["trackingId"] == response.headers["x-tracking-id"]
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
-    assert None not in body["error"].values()
-    assert set(body["error"]) <= {"code", "message", "fix"}
-    if status == 401:
-        assert response.headers["www-authenticate"].startswith("Bearer")
-    return body
 
 
 async def key_ids(client: httpx.AsyncClient, account: AccountWithKey) -> list[str]:

@@ -24,6 +24,7 @@ from tests.factories import (
     expect_same_key,
     set_expiry,
 )
+from tests.factories import expect_error as check_error
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _KEYLIKE = re.compile(r"(sk_|pk_)[0-9A-Za-z]{8,}")
@@ -56,15 +57,6 @@ async def expires_at(client: httpx.AsyncClient, auth: dict[str, str], key_id: st
 def parse_ts(value: str) -> datetime:
     assert TIMESTAMP.match(value), value
     return datetime.fromisoformat(value)
-
-
-def expect_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The response is the error envelope with this status and code; its error."""
-    got = resp.status_code
-    assert got == status, f"status {got}: {scrub(resp.text)}"
-    error: dict[str, Any] = resp.json()["error"]
-    assert error["code"] == code, scrub(error)
-    return error
 
 
 async def get_key(client: httpx.AsyncClient, auth: dict[str, str], key_id: str) -> dict[str, Any]:
@@ -654,3 +646,10 @@ class TestRoll:
         resp = await client.post(f"/keys/{pub.row.id}/roll", headers=bearer(pub.plaintext))
         expect_error(resp, 403, "insufficient_permissions")
         assert await key_ids(client, acc.auth) == [pub.row.id, acc.key_id]
+
+
+def expect_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The envelope with this status and code (tests/factories.py); its error."""
+    __tracebackhide__ = True
+    error: dict[str, Any] = check_error(resp, status, code)["error"]
+    return error
