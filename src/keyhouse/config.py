@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     usage_flush_seconds: float = Field(
         default=2.0, gt=0, le=3600, description="How often usage counted in memory is saved."
     )
+    auth_failures_per_minute: int = Field(
+        default=300,
+        ge=0,
+        le=1_000_000,
+        description="Failed authentications a client address may make per minute before "
+        "429 (per process; 0: no limit). Keys that pass are never refused.",
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     db_pool_size: int = Field(

@@ -85,11 +85,28 @@ def request_actor(
 
 async def get_caller(request: Request, runtime: RuntimeDep) -> Caller:
     """Authenticate the request's key (any type); 401 when it does not pass."""
-    caller = await Verifier(runtime).authenticate(
-        bearer_token(request), actor=request_actor(request, "key")
-    )
+    token = bearer_token(request)
+    try:
+        caller = await Verifier(runtime).authenticate(token, actor=request_actor(request, "key"))
+    except errors.Unauthorized as exc:
+        raise failed_authentication(request, runtime, exc) from None
     request.state.caller = caller
     return caller
+
+
+def failed_authentication(
+    request: Request, runtime: Runtime, exc: errors.Unauthorized
+) -> errors.KeyhouseError:
+    """The 401 for a key that did not pass, or 429 for an address that keeps guessing."""
+    address = request.client.host if request.client else "unknown"
+    wait = runtime.failed_auth.record_failure(address)
+    if wait is None:
+        return exc
+    return errors.RateLimited(
+        "Too many failed authentications from this address.",
+        fix=f"Check the key you send; retry after {wait} s (Retry-After).",
+        headers={"Retry-After": str(wait)},
+    )
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -171,9 +188,13 @@ async def get_admin_actor(request: Request, runtime: RuntimeDep) -> Actor:
             "An account's API key cannot call the operator API.",
             fix="Use an admin token (keyhouse admin-token prints it).",
         )
-    raise errors.InvalidApiKey(
-        "The admin token is not valid.",
-        fix="Send 'Authorization: Bearer <admin token>'; keyhouse admin-token prints it.",
+    raise failed_authentication(
+        request,
+        runtime,
+        errors.InvalidApiKey(
+            "The admin token is not valid.",
+            fix="Send 'Authorization: Bearer <admin token>'; keyhouse admin-token prints it.",
+        ),
     )
 
 

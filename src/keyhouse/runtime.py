@@ -16,6 +16,7 @@ from keyhouse.keys.cache import KeyCache
 from keyhouse.keys.crypto import Keyring, load_keyring
 from keyhouse.keys.format import KeyFormat
 from keyhouse.keys.last_used import LastUsed
+from keyhouse.limits.failures import FailedAuthLimiter
 from keyhouse.limits.limiter import Limiter, Mode
 
 __all__ = ["Runtime"]
@@ -32,6 +33,7 @@ class Runtime:
     last_used: LastUsed
     limiter: Limiter
     change_listener: ChangeListener
+    failed_auth: FailedAuthLimiter
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -57,6 +59,7 @@ class Runtime:
             cache=cache,
             last_used=LastUsed(),
             limiter=Limiter(db, mode=mode, redis_url=settings.redis_url),
+            failed_auth=FailedAuthLimiter(settings.auth_failures_per_minute),
             change_listener=ChangeListener(
                 db.asyncpg_dsn if not db.is_sqlite else "",
                 cache,
