@@ -19,6 +19,7 @@ import pytest
 
 from keyhouse.app import MAX_HEADER_LINE, MAX_HEADERS_TOTAL
 from keyhouse.config import Settings
+from keyhouse.keys.verify import Verifier
 from keyhouse.runtime import Runtime
 from tests.factories import bearer, create_account, expect_error
 from tests.limits.conftest import served
@@ -151,3 +152,23 @@ def test_real_server_answers_oversized_headers_with_the_envelope(settings: Setti
         # Under the limit, the request goes on (and is refused for its key).
         response = http.get("/keys", headers=bearer("sk_" + "a" * (4 * KIB)))
         expect_error(response, 401, "invalid_api_key")
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=ascii"])
+async def test_verify_with_a_lone_surrogate_is_400_not_500(
+    client: httpx.AsyncClient, runtime: Runtime, content_type: str
+) -> None:
+    # Found by fuzz/fuzz_verify.py: JSON's "\ud800" decodes to a string that
+    # cannot be encoded (hashed); POST /verify's fast path answered 500.
+    response = await client.post(
+        "/verify",
+        content=b'{"key": "sk_\\ud800abc"}',
+        headers={**bearer(runtime.admin_tokens.first), "Content-Type": content_type},
+    )
+    expect_error(response, 400, "validation_error")
+
+
+async def test_verifier_answers_not_found_for_a_lone_surrogate(runtime: Runtime) -> None:
+    # The same key reaching the Verifier some other way: a verdict, no exception.
+    verdict = await Verifier(runtime).verify("sk_\ud800")
+    assert verdict.code == "not_found"
