@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test check lint format bench clean
+.PHONY: serve test check lint format scan audit lock fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,16 +25,60 @@ serve: $(VENV)/.installed
 	$(BIN)/keyhouse serve --host $(HOST) --port $(PORT)
 
 check: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests fuzz
+	$(BIN)/ruff format --check src tests fuzz
 	$(BIN)/mypy
+	$(BIN)/mypy fuzz
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests fuzz
+	$(BIN)/ruff format src tests fuzz
 
-test: check
+test: check scan
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Static security scan: no medium or high finding in src (offline).
+scan: $(VENV)/.installed-dev
+	$(BIN)/bandit -r src -ll -q
+
+# Known vulnerabilities in the locked dependencies (requirements.lock), from
+# PyPI's JSON API. --strict: a package the service cannot answer for fails the
+# audit instead of being skipped. .pip-audit-ignore lists the vulnerabilities
+# that do not apply (an ID and the reason, one a line). Needs the network.
+audit: $(VENV)/.installed-dev
+	$(BIN)/pip-audit --requirement requirements.lock --no-deps --disable-pip --strict \
+		--progress-spinner off \
+		$$(sed -e 's/#.*//' .pip-audit-ignore | awk 'NF {print "--ignore-vuln", $$1}')
+
+# requirements.lock again, from pyproject.toml: what pip resolves for .[dev] now.
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --dry-run --ignore-installed \
+		--report .lock-report.json '.[dev]'
+	{ sed -n '1,/^$$/p' requirements.lock; $(BIN)/python -c 'import json, sys; \
+		meta = [i["metadata"] for i in json.load(open(sys.argv[1]))["install"]]; \
+		pins = [m["name"] + "==" + m["version"] for m in meta if m["name"] != "keyhouse"]; \
+		print("\n".join(sorted(pins, key=str.lower)))' .lock-report.json; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -f .lock-report.json
+
+# Coverage-guided fuzzing (atheris) of the key parser, the checksum, the
+# Bearer header and request guards, and the verifier's checks before the
+# database: FUZZ_SECONDS per harness. A crash fails the run and leaves its
+# input in fuzz/artifacts/ (replay: python fuzz/<harness>.py <file>).
+FUZZ_SECONDS ?= 60
+FUZZ_HARNESSES := $(wildcard fuzz/fuzz_*.py)
+fuzz: $(VENV)/.installed-dev
+	@mkdir -p fuzz/artifacts
+	@for harness in $(FUZZ_HARNESSES); do \
+		name=$$(basename $$harness .py); \
+		log=fuzz/artifacts/$$name.log; \
+		if $(BIN)/python $$harness -max_total_time=$(FUZZ_SECONDS) \
+			-artifact_prefix=fuzz/artifacts/$$name- >$$log 2>&1; then \
+			echo "$$name: $$(grep -E '^Done' $$log)"; \
+		else \
+			tail -40 $$log; echo "$$name: FAILED (log: $$log)"; exit 1; \
+		fi; \
+	done
 
 # Performance figures and goal verdicts, side by side with the framework floors
 # and the peer (../shared/bench/peer_drf); ~10 min, not part of test. Writes

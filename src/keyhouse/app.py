@@ -53,6 +53,11 @@ access_log = get_logger("keyhouse.access")
 # A key in a URL ends up in proxy logs, browser history and Referer headers.
 KEY_QUERY_NAMES = frozenset({"key", "api_key", "apikey", "token", "access_token"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Header limits, checked before anything reads a header. uvicorn with httptools
+# sets none of its own (an 8 MiB header line reaches the app), so these are
+# the limits clients meet, answered with the envelope. A line is name + value.
+MAX_HEADER_LINE = 8 * 1024
+MAX_HEADERS_TOTAL = 32 * 1024
 
 
 # -- the envelope ---------------------------------------------------------------
@@ -213,7 +218,7 @@ class RequestMiddleware:
 
         with structlog.contextvars.bound_contextvars(tracking_id=tracking_id):
             try:
-                guard = self._check_query(scope)
+                guard = self._check_headers(scope) or self._check_query(scope)
                 if guard is not None:
                     await reject(guard)
                     return
@@ -256,6 +261,24 @@ class RequestMiddleware:
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                     client=(scope.get("client") or ("", 0))[0],
                 )
+
+    @staticmethod
+    def _check_headers(scope: Scope) -> errors.KeyhouseError | None:
+        total = 0
+        for name, value in scope["headers"]:
+            line = len(name) + len(value)
+            if line > MAX_HEADER_LINE:
+                return errors.BadRequest(
+                    f"A request header is longer than {MAX_HEADER_LINE} bytes.",
+                    fix=f"Send each header (name and value) in at most {MAX_HEADER_LINE} bytes.",
+                )
+            total += line
+        if total > MAX_HEADERS_TOTAL:
+            return errors.BadRequest(
+                f"The request headers total more than {MAX_HEADERS_TOTAL} bytes.",
+                fix=f"Send at most {MAX_HEADERS_TOTAL} bytes of headers (names and values).",
+            )
+        return None
 
     def _check_query(self, scope: Scope) -> errors.KeyhouseError | None:
         raw = scope.get("query_string", b"")

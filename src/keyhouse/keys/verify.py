@@ -109,7 +109,10 @@ class Verifier:
         runtime = self.runtime
         if runtime.key_format.parse(key).kind is Kind.MALFORMED:
             return Verdict("malformed")
-        key_hash = hash_key(key)
+        try:
+            key_hash = hash_key(key)
+        except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800"): no key has one
+            return Verdict("not_found")
         hit, record = runtime.cache.get(key_hash)
         if not hit:
             epoch = runtime.cache.epoch

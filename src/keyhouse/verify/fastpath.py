@@ -51,7 +51,7 @@ async def try_fast_verify(runtime: Runtime, scope: Scope, body: bytes, send: Sen
     if not isinstance(payload, dict) or len(payload) != 1:
         return False
     key = payload.get("key")
-    if not isinstance(key, str) or not 0 < len(key) <= _MAX_KEY:
+    if not isinstance(key, str) or not 0 < len(key) <= _MAX_KEY or not _is_unicode(key):
         return False
     client = scope.get("client")
     actor = Actor(
@@ -74,4 +74,15 @@ async def try_fast_verify(runtime: Runtime, scope: Scope, body: bytes, send: Sen
         }
     )
     await send({"type": "http.response.body", "body": out})
+    return True
+
+
+def _is_unicode(key: str) -> bool:
+    """False for a string with a lone surrogate (JSON's ``"\\ud800"``): the route refuses it."""
+    if key.isascii():
+        return True
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
