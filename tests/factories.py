@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import anyio
 import httpx
 
 from keyhouse.accounts.service import AccountService
@@ -74,6 +75,22 @@ async def set_expiry(runtime: Runtime, key_id: str, when: datetime) -> None:
         assert row is not None
         row.expires_at = when
     runtime.cache.clear()
+
+
+async def notified(runtime: Runtime, before: int, count: int = 1) -> None:
+    """On PostgreSQL, wait until this process has heard ``count`` key changes since ``before``.
+
+    A change's NOTIFY reaches the process's listener a moment after the commit
+    and drops the key from the cache; a test that counts cache hits waits for
+    it first. On SQLite there is nothing to wait for.
+    """
+    if runtime.db.is_sqlite:
+        return
+    for _ in range(500):
+        if runtime.change_listener.notifications >= before + count:
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("the key change's NOTIFY did not arrive within 5 s")
 
 
 def mask(key: str) -> str:

@@ -14,7 +14,7 @@ from keyhouse.config import Settings
 from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.verify import Verifier
 from keyhouse.runtime import Runtime
-from tests.factories import bearer, create_account, create_key
+from tests.factories import bearer, create_account, create_key, notified
 
 
 @pytest.fixture
@@ -85,7 +85,9 @@ async def test_negative_cache_does_not_hide_a_key_imported_after_a_miss(
 async def test_expiry_is_checked_on_every_use_even_from_cache(runtime: Runtime) -> None:
     acc = await create_account(runtime)
     expires = datetime.now(UTC) + timedelta(hours=1)
+    before = runtime.change_listener.notifications
     issued = await create_key(runtime, acc.account_id, expires_at=expires)
+    await notified(runtime, before)
     verifier = Verifier(runtime)
     assert (await verifier.verify(issued.plaintext)).valid
     hits = runtime.cache.hits
@@ -96,7 +98,9 @@ async def test_expiry_is_checked_on_every_use_even_from_cache(runtime: Runtime) 
 
 
 async def test_cache_serves_repeat_verifications_without_the_database(runtime: Runtime) -> None:
+    before = runtime.change_listener.notifications
     acc = await create_account(runtime)
+    await notified(runtime, before)
     verifier = Verifier(runtime)
     await verifier.verify(acc.key)
     misses = runtime.cache.misses
