@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -421,6 +422,28 @@ async def test_access_log_masks_key_in_path(
     assert count == 1
     assert matching[0]["path"].startswith("/keys/")
     assert matching[0]["status"] == 404
+
+
+async def test_access_log_masks_an_imported_key_in_path(
+    client: httpx.AsyncClient, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An imported key has no shape of ours: any 20+ character segment that is not an id.
+    acc = await create_account(runtime)
+    legacy = "legacy_" + secrets.token_urlsafe(32)
+    capsys.readouterr()
+    for path in [f"/keys/{legacy}", f"/keys/{legacy}/revoke", f"/nowhere/{legacy}"]:
+        await client.get(path, headers=acc.auth)
+    out = capsys.readouterr().err
+    leaked = legacy in out
+    assert not leaked, "imported key leaked into logs"
+    lines = [line for line in out.splitlines() if '"event": "request"' in line]
+    count = sum("[redacted]" in line for line in lines)
+    assert count == 3
+    # Ids and words are kept.
+    await client.get(f"/keys/{acc.key_id}/roll", headers=acc.auth)
+    out = capsys.readouterr().err
+    kept = f"/keys/{acc.key_id}/roll" in out
+    assert kept
 
 
 async def test_error_bodies_never_echo_the_key(client: httpx.AsyncClient, runtime: Runtime) -> None:

@@ -34,7 +34,7 @@ from keyhouse.accounts.endpoints import admin_router as accounts_admin_router
 from keyhouse.audit.endpoints import router as events_router
 from keyhouse.config import Settings, load_settings
 from keyhouse.environments.endpoints import router as environments_router
-from keyhouse.ids import new_ulid
+from keyhouse.ids import ID_RE, new_ulid
 from keyhouse.keys.endpoints import admin_router as keys_admin_router
 from keyhouse.keys.endpoints import router as keys_router
 from keyhouse.keys.format import KeyFormat, Kind
@@ -58,6 +58,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # the limits clients meet, answered with the envelope. A line is name + value.
 MAX_HEADER_LINE = 8 * 1024
 MAX_HEADERS_TOTAL = 32 * 1024
+# The shortest key an operator can import (keys/schemas.py, ImportKeyRequest).
+_IMPORTED_KEY_MIN_LENGTH = 20
 
 
 # -- the envelope ---------------------------------------------------------------
@@ -294,13 +296,20 @@ class RequestMiddleware:
         return self.key_format.parse(value).kind is not Kind.FOREIGN
 
     def _safe_path(self, path: str) -> str:
-        """The path with anything key-like masked: a key pasted into a URL stays out of logs."""
-        if not any(p in path for p in self.key_format.prefixes.values()):
+        """The path with anything key-like masked: a key pasted into a URL stays out of logs.
+
+        Imported keys have no shape of ours (any 20 to 200 URL-safe characters),
+        so every segment of 20 characters or more that is not an id is masked:
+        keyhouse's own segments are ids or words shorter than that.
+        """
+        if len(path) < _IMPORTED_KEY_MIN_LENGTH and not any(
+            p in path for p in self.key_format.prefixes.values()
+        ):
             return path
         parts = []
         for part in path.split("/"):
             if self._looks_like_key(part) or (
-                len(part) >= 20 and part.startswith(tuple(self.key_format.prefixes.values()))
+                len(part) >= _IMPORTED_KEY_MIN_LENGTH and ID_RE.fullmatch(part) is None
             ):
                 part = "[redacted]"
             parts.append(part)
