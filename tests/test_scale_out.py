@@ -24,7 +24,7 @@ from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
-from tests.factories import AccountWithKey, bearer, create_account
+from tests.factories import AccountWithKey, bearer, create_account, notified
 from tests.limits.conftest import free_port
 from tests.limits.helpers import account_on_plan
 from tests.proxy import tcp_proxy
@@ -168,7 +168,9 @@ async def test_a_reconnecting_listener_clears_the_cache(
         runtime: Runtime = app.state.runtime
         listener = runtime.change_listener
         await asyncio.wait_for(listener.connected.wait(), 10)
+        before = listener.notifications
         acc = await create_account(runtime)
+        await notified(runtime, before)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/keys", headers=acc.auth)).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,9 @@ async def long_cache_app(make_settings: Callable[..., Settings]) -> AsyncIterato
     """A cache TTL far longer than any test: only invalidation can refresh an entry."""
     app = create_app(make_settings(cache_ttl_seconds=60))
     async with app.router.lifespan_context(app):
+        runtime: Runtime = app.state.runtime
+        if not runtime.db.is_sqlite:
+            await asyncio.wait_for(runtime.change_listener.connected.wait(), 10)
         yield app
 
 
@@ -36,8 +40,10 @@ async def test_revoke_drops_the_cached_key_at_once(
     long_cache_app: FastAPI, long_client: httpx.AsyncClient
 ) -> None:
     runtime: Runtime = long_cache_app.state.runtime
+    before = runtime.change_listener.notifications
     acc = await create_account(runtime)
     victim = await create_key(runtime, acc.account_id)
+    await notified(runtime, before, 2)
     assert (await long_client.get("/keys", headers=bearer(victim.plaintext))).status_code == 200
     assert runtime.cache.get(hash_key(victim.plaintext))[0] is True
     resp = await long_client.post(f"/keys/{victim.row.id}/revoke", headers=acc.auth)
@@ -51,8 +57,10 @@ async def test_roll_with_no_grace_ends_the_cached_key_at_once(
     long_cache_app: FastAPI, long_client: httpx.AsyncClient
 ) -> None:
     runtime: Runtime = long_cache_app.state.runtime
+    before = runtime.change_listener.notifications
     acc = await create_account(runtime)
     old = await create_key(runtime, acc.account_id)
+    await notified(runtime, before, 2)
     assert (await long_client.get("/keys", headers=bearer(old.plaintext))).status_code == 200
     rolled = await long_client.post(
         f"/keys/{old.row.id}/roll", headers=acc.auth, json={"expiresInSeconds": 0}
