@@ -119,7 +119,7 @@ def install_openapi(app: FastAPI) -> None:
             if security is None:
                 continue
             path_item = schema["paths"].get(route.path_format, {})
-            for method in route.methods:
+            for method in route.methods or ():
                 if method.lower() in path_item:
                     path_item[method.lower()]["security"] = security
         schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
