@@ -2,6 +2,11 @@
 
 FastAPI documents a 422 on every route with parameters; keyhouse answers
 400 ``validation_error`` instead, so the 422 and its schemas are removed.
+
+Authentication is declared per operation: ``accountKey`` (an account's
+secret key) on the account API, ``adminToken`` on the operator API, none on
+the meta routes. It is read off each route's dependencies, so a route cannot
+authenticate one way and be documented another.
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from keyhouse.schemas import ErrorResponse
 
@@ -44,6 +51,55 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "accountKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An account's secret key: `Authorization: Bearer sk_...`.",
+    },
+    "adminToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An operator's admin token (`keyhouse admin-token` prints it).",
+    },
+}
+
+
+def _calls(dependant: Dependant) -> set[str]:
+    """The qualified names of every dependency ``dependant`` needs, transitively."""
+    names: set[str] = set()
+    pending = list(dependant.dependencies)
+    while pending:
+        dep = pending.pop()
+        if dep.call is not None:
+            names.add(getattr(dep.call, "__qualname__", ""))
+        pending.extend(dep.dependencies)
+    return names
+
+
+def _security(route: APIRoute) -> list[dict[str, list[str]]] | None:
+    calls = _calls(route.dependant)
+    if "get_admin_actor" in calls:
+        return [{"adminToken": []}]
+    if "get_caller" in calls:
+        return [{"accountKey": []}]
+    return None
+
+
+def _api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every APIRoute of the app, those of included routers too."""
+    found: list[APIRoute] = []
+    pending: list[Any] = list(app.router.routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)  # FastAPI's include_router
+        if included is not None:
+            pending.extend(included.routes)
+        elif isinstance(route, APIRoute):
+            found.append(route)
+    return found
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -58,6 +114,15 @@ def install_openapi(app: FastAPI) -> None:
             for operation in path_item.values():
                 if isinstance(operation, dict):
                     operation.get("responses", {}).pop("422", None)
+        for route in _api_routes(app):
+            security = _security(route)
+            if security is None:
+                continue
+            path_item = schema["paths"].get(route.path_format, {})
+            for method in route.methods or ():
+                if method.lower() in path_item:
+                    path_item[method.lower()]["security"] = security
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
         components = schema.get("components", {}).get("schemas", {})
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-__all__ = ["ErrorDetail", "ErrorResponse", "Name", "Schema", "omittable"]
+__all__ = ["ErrorDetail", "ErrorResponse", "Name", "NotNull", "Schema", "omittable"]
 
 
 class Schema(BaseModel):
@@ -29,6 +29,17 @@ def _no_null(schema: dict[str, Any]) -> None:
 def omittable(description: str, **kwargs: Any) -> Any:
     """An optional member that is left out of the JSON when it has no value."""
     return Field(default=None, description=description, json_schema_extra=_no_null, **kwargs)
+
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("leave the member out instead of sending null")
+    return value
+
+
+# On an omittable request member: it may be left out, but not sent as null, since
+# the OpenAPI shows it as its plain type. (A default is not validated: left out passes.)
+NotNull = AfterValidator(_not_null)
 
 
 # Control characters and line breaks (log and terminal injection), surrogates,

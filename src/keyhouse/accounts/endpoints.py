@@ -30,7 +30,7 @@ account_router = APIRouter(prefix="/account", tags=["account"])
     response_model=CreateAccountResponse,
     status_code=201,
     summary="Create an account",
-    responses=error_responses(400, 401, 403, 413, 415),
+    responses=error_responses(400, 401, 403, 413, 415, 429),
 )
 async def create_account(
     body: CreateAccountRequest, actor: AdminActorDep, session: SessionDep, runtime: RuntimeDep
@@ -48,7 +48,7 @@ async def create_account(
     "",
     response_model=ListAccountsResponse,
     summary="List accounts",
-    responses=error_responses(400, 401, 403),
+    responses=error_responses(400, 401, 403, 429),
 )
 async def list_accounts(
     actor: AdminActorDep, session: SessionDep, runtime: RuntimeDep
@@ -62,7 +62,7 @@ async def list_accounts(
     "/{account_id}",
     response_model=Account,
     summary="Retrieve an account",
-    responses=error_responses(400, 401, 403, 404),
+    responses=error_responses(400, 401, 403, 404, 429),
 )
 async def get_account(
     account_id: str, actor: AdminActorDep, session: SessionDep, runtime: RuntimeDep
@@ -76,7 +76,7 @@ async def get_account(
     "/{account_id}",
     response_model=Account,
     summary="Update an account",
-    responses=error_responses(400, 401, 403, 404, 413, 415),
+    responses=error_responses(400, 401, 403, 404, 413, 415, 429),
 )
 async def update_account(
     account_id: str,
@@ -97,7 +97,7 @@ async def update_account(
     "",
     response_model=AccountWithUsage,
     summary="The caller's account",
-    responses=error_responses(400, 401, 403),
+    responses=error_responses(400, 401, 403, 429),
 )
 async def my_account(
     caller: SecretCallerDep, session: SessionDep, runtime: RuntimeDep

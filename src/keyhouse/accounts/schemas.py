@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from keyhouse.keys.schemas import ApiKey
 from keyhouse.models import Account as AccountRow
-from keyhouse.schemas import Name, Schema, omittable
+from keyhouse.schemas import Name, NotNull, Schema, omittable
 from keyhouse.timeutil import format_ts
 
 __all__ = [
@@ -101,12 +101,16 @@ class AccountWithUsage(Account):
 
 class CreateAccountRequest(Schema):
     name: Name
-    limits: LimitsUpdate | None = omittable("Plan limits; those left out take the defaults.")
+    limits: Annotated[LimitsUpdate | None, NotNull] = omittable(
+        "Plan limits; those left out take the defaults."
+    )
 
 
 class UpdateAccountRequest(Schema):
-    name: Name | None = omittable("A new name.")
-    limits: LimitsUpdate | None = omittable("Limits to change; null members mean unlimited.")
+    name: Annotated[Name | None, NotNull] = omittable("A new name.")
+    limits: Annotated[LimitsUpdate | None, NotNull] = omittable(
+        "Limits to change; null members mean unlimited."
+    )
 
 
 class CreateAccountResponse(BaseModel):

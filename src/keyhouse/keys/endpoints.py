@@ -208,7 +208,7 @@ async def roll_key(
     response_model=ApiKey,
     status_code=201,
     summary="Import an existing key",
-    responses=error_responses(400, 401, 403, 404, 409, 413, 415),
+    responses=error_responses(400, 401, 402, 403, 404, 409, 413, 415, 429),
 )
 async def import_key(
     account_id: str,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from keyhouse.schemas import Name, Schema, omittable
+from keyhouse.schemas import Name, NotNull, Schema, omittable
 
 __all__ = ["ApiKey", "CreateKeyRequest", "KeyType", "ListKeysResponse"]
 
@@ -57,12 +57,12 @@ class CreateKeyRequest(Schema):
 
     name: Name
     keyType: KeyType = Field(description="`secret` manages the account; `public` only verifies.")
-    environmentId: str | None = omittable(
+    environmentId: Annotated[str | None, NotNull] = omittable(
         "Scope the key to this environment; omitted: account-wide (or the caller's "
         "environment, for an environment-scoped caller).",
         max_length=64,
     )
-    expiresAt: AwareDatetime | None = omittable(
+    expiresAt: Annotated[AwareDatetime | None, NotNull] = omittable(
         "When the key stops working: ISO 8601 with a time zone, in the future."
     )
 
@@ -91,4 +91,6 @@ class ImportKeyRequest(Schema):
     )
     name: Name
     keyType: KeyType
-    environmentId: str | None = omittable("Scope the key to this environment.", max_length=64)
+    environmentId: Annotated[str | None, NotNull] = omittable(
+        "Scope the key to this environment.", max_length=64
+    )

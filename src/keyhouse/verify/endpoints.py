@@ -19,7 +19,7 @@ router = APIRouter(tags=["verify"])
     "/verify",
     response_model=VerifyResponse,
     summary="Verify a key",
-    responses=error_responses(400, 401, 403, 413, 415),
+    responses=error_responses(400, 401, 403, 413, 415, 429),
 )
 async def verify_endpoint(
     body: VerifyRequest, actor: AdminActorDep, runtime: RuntimeDep
