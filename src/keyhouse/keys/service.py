@@ -369,41 +369,31 @@ class KeyService:
 
     # -- presentation ---------------------------------------------------------
 
-    def reveal(self, row: KeyView) -> str:
-        return self.runtime.keyring.decrypt(row.enc_kid, row.key_ciphertext, associated=row.id)
-
     def to_object(self, row: KeyView, *, reveal: bool = True) -> dict[str, Any]:
         """The seed's key object; optional members are left out, never null."""
-        revealed = reveal or row.key_type == "public"
-        key = self.reveal(row) if revealed else row.key_hint
-        obj: dict[str, Any] = {
-            "id": row.id,
-            "key": key,
-            "keyType": row.key_type,
-        }
-        if row.environment_id is not None:
-            obj["environmentId"] = row.environment_id
-        obj["accountId"] = row.account_id
-        obj["name"] = row.name
-        obj["revoked"] = row.revoked
-        obj["createdAt"] = format_stored_ts(row.created_at)
-        # This process's uses not yet written behind count too. The texts
-        # have one format, so they compare as the times do.
-        last_used = None if row.last_used_at is None else format_stored_ts(row.last_used_at)
-        pending = self.runtime.last_used.pending(row.id)
-        if pending is not None:
-            pending_text = format_ts(pending)
-            if last_used is None or pending_text > last_used:
-                last_used = pending_text
-        if last_used is not None:
-            obj["lastUsedAt"] = last_used
-        if row.expires_at is not None:
-            obj["expiresAt"] = format_stored_ts(row.expires_at)
-        return obj
+        # One way to build a key object: the listing's, fed this row's columns.
+        columns = (
+            row.id,
+            row.account_id,
+            row.environment_id,
+            row.key_type,
+            row.name,
+            row.key_ciphertext,
+            row.enc_kid,
+            row.key_hint,
+            row.revoked,
+            row.created_at,
+            row.last_used_at,
+            row.expires_at,
+        )
+        return self.to_objects([columns], reveal=reveal)[0]
 
     def to_objects(self, rows: Sequence[Sequence[Any]], *, reveal: bool) -> list[dict[str, Any]]:
-        # The per-key work of a listing (10,000 keys: ~8 us a key, most of a
-        # request), written once more as one loop with local names.
+        """Key objects from rows in _VIEW_COLUMNS' order (keys/repository.py).
+
+        The per-key work of a listing (10,000 keys: most of a request), as
+        one loop with local names.
+        """
         decrypt = self.runtime.keyring.decrypt
         pending_of = self.runtime.last_used.pending
         out = []
