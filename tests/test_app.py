@@ -436,7 +436,7 @@ async def test_access_log_masks_an_imported_key_in_path(
     out = capsys.readouterr().err
     leaked = legacy in out
     assert not leaked, "imported key leaked into logs"
-    lines = [line for line in out.splitlines() if '"event": "request"' in line]
+    lines = [line for line in out.splitlines() if '"event":"request"' in line]
     count = sum("[redacted]" in line for line in lines)
     assert count == 3
     # Ids and words are kept.

@@ -23,9 +23,8 @@ from keyhouse.audit.service import Actor
 from keyhouse.keys.format import Kind
 from keyhouse.keys.service import invalidate_after_commit
 from keyhouse.keys.verify import Caller, Verifier
-from keyhouse.limits.limiter import RateState
+from keyhouse.limits.service import meter
 from keyhouse.runtime import Runtime
-from keyhouse.timeutil import format_ts, utcnow
 
 __all__ = [
     "AdminActorDep",
@@ -132,43 +131,15 @@ async def get_metered_caller(
 
     A refused call consumes nothing. The RateLimit-* headers go on the response.
     """
-    now = utcnow()
-    admission = await runtime.limiter.admit(caller.account_id, caller.key_id, caller.plan, now)
-    if admission.rate is not None:
-        request.scope.setdefault("state", {})["ratelimit_headers"] = ratelimit_headers(
-            admission.rate
-        )
-    if admission.allowed:
-        return caller
-    if admission.refusal == "rate" and admission.rate is not None:
-        raise errors.RateLimited(
-            headers={"Retry-After": str(admission.rate.retry_after or 1)},
-            fix=(
-                f"This key may make {caller.plan.rate_per_second} requests per second "
-                f"(bursts of {admission.rate.limit}); retry after "
-                f"{admission.rate.retry_after or 1} s (Retry-After)."
-            ),
-        )
-    raise errors.UsageLimitExceeded(
-        f"The account has used its {caller.plan.monthly_requests} requests for "
-        f"{admission.period.key}.",
-        fix=(
-            f"Usage resets at {format_ts(admission.period.end)}; ask the operator for a "
-            "larger plan to continue before then. GET /account shows the usage."
-        ),
-    )
+    metered = await meter(runtime, caller)
+    if metered.headers:
+        request.scope.setdefault("state", {})["ratelimit_headers"] = metered.headers
+    if metered.refusal is not None:
+        raise metered.refusal
+    return caller
 
 
 MeteredCallerDep = Annotated[Caller, Depends(get_metered_caller)]
-
-
-def ratelimit_headers(rate: RateState) -> dict[str, str]:
-    """The RateLimit header fields (IETF draft), per key."""
-    return {
-        "RateLimit-Limit": str(rate.limit),
-        "RateLimit-Remaining": str(rate.remaining),
-        "RateLimit-Reset": str(rate.reset),
-    }
 
 
 async def get_key_actor(request: Request, caller: MeteredCallerDep) -> Actor:

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import structlog
+from pydantic_core import to_json
 
 __all__ = ["configure_logging", "get_logger"]
 
@@ -28,6 +29,13 @@ class _Stderr:
         sys.stderr.flush()
 
 
+def _dumps(event: dict[str, Any], **_: Any) -> str:
+    # pydantic-core's serializer: ~3 us less than json.dumps per access log
+    # line, of a 72 us POST /verify (timeit of one access log line). Anything
+    # it cannot serialize is written as its str().
+    return to_json(event, fallback=str).decode("utf-8")
+
+
 def configure_logging(level: str = "info") -> None:
     structlog.configure(
         processors=[
@@ -35,7 +43,7 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]

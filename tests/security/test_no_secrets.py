@@ -295,7 +295,7 @@ async def test_no_secret_at_rest_in_redis_logs_or_error_bodies(
 
     # The checks would pass vacuously on empty places: each holds what it should.
     # (Booleans and counts computed first: pytest prints an assert's operands.)
-    access_lines = logs.count(b'"event": "request"')
+    access_lines = logs.count(b'"event":"request"')
     redacted = b"[redacted]" in logs
     error_count = len(session.error_bodies)
     stored = redis_contents()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from keyhouse.accounts.schemas import (
     Account,
@@ -17,6 +16,7 @@ from keyhouse.accounts.service import AccountService
 from keyhouse.deps import AdminActorDep, RuntimeDep, SecretCallerDep, SessionDep
 from keyhouse.keys.service import KeyService
 from keyhouse.openapi import error_responses
+from keyhouse.responses import JSONResponse
 from keyhouse.timeutil import format_ts, utcnow
 
 __all__ = ["account_router", "admin_router"]

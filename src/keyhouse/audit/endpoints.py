@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from keyhouse.audit.schemas import ListEventsResponse
 from keyhouse.audit.service import AuditService, event_object
 from keyhouse.deps import MeteredCallerDep, SessionDep
 from keyhouse.openapi import error_responses
+from keyhouse.responses import JSONResponse
 
 __all__ = ["router"]
 

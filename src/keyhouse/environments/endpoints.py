@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from keyhouse.deps import KeyActorDep, MeteredCallerDep, SessionDep
 from keyhouse.environments.schemas import (
@@ -13,6 +12,7 @@ from keyhouse.environments.schemas import (
 )
 from keyhouse.environments.service import EnvironmentService
 from keyhouse.openapi import error_responses
+from keyhouse.responses import JSONResponse
 
 __all__ = ["router"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 
 from keyhouse.accounts.service import AccountService
 from keyhouse.deps import AdminActorDep, KeyActorDep, MeteredCallerDep, RuntimeDep, SessionDep
@@ -20,6 +19,7 @@ from keyhouse.keys.schemas import (
 )
 from keyhouse.keys.service import KeyService
 from keyhouse.openapi import error_responses
+from keyhouse.responses import JSONResponse
 
 __all__ = ["admin_router", "router"]
 
@@ -53,16 +53,14 @@ async def list_keys(
     carries its full key string (`key`) unless the operator set
     `KEYHOUSE_LIST_REVEALS_KEYS=false`, in which case secret keys are masked.
     """
-    service = KeyService(session, runtime)
-    rows = await service.list_keys(
+    objects = await KeyService(session, runtime).list_objects(
         caller.account_id,
         scope_environment_id=caller.environment_id,
         environment_id=environmentId,
         key_type=keyType,
         revoked=revoked,
     )
-    reveal = runtime.settings.list_reveals_keys
-    return JSONResponse({"keys": service.to_objects(rows, reveal=reveal)})
+    return JSONResponse({"keys": objects})
 
 
 @router.post(

@@ -11,6 +11,7 @@ already shows it. A graceful shutdown flushes what is pending.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, cast
 
@@ -49,6 +50,11 @@ class LastUsed:
 
     def pending(self, key_id: str) -> datetime | None:
         return self._pending.get(key_id)
+
+    def pending_lookup(self) -> Callable[[str], datetime | None]:
+        """``pending`` as the dict's own ``get``, for a loop over many keys with
+        no ``await`` in it (a flush replaces the dict)."""
+        return self._pending.get
 
     @property
     def pending_count(self) -> int:

@@ -247,6 +247,25 @@ class KeyService:
             )
         )
 
+    async def list_objects(
+        self,
+        account_id: str,
+        *,
+        scope_environment_id: str | None = None,
+        environment_id: str | None = None,
+        key_type: KeyType | None = None,
+        revoked: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """``GET /keys``'s key objects (its route and its fast path both answer with these)."""
+        rows = await self.list_keys(
+            account_id,
+            scope_environment_id=scope_environment_id,
+            environment_id=environment_id,
+            key_type=key_type,
+            revoked=revoked,
+        )
+        return self.to_objects(rows, reveal=self.runtime.settings.list_reveals_keys)
+
     async def get(
         self, account_id: str | None, key_id: str, *, scope_environment_id: str | None = None
     ) -> ApiKey:
@@ -395,7 +414,8 @@ class KeyService:
         one loop with local names.
         """
         decrypt = self.runtime.keyring.decrypt
-        pending_of = self.runtime.last_used.pending
+        pending_of = self.runtime.last_used.pending_lookup()
+        stamp = format_stored_ts
         out = []
         # Unpacked in _VIEW_COLUMNS' order: reading a Row by attribute name
         # cost ~0.3 us a member, most of the per-key time.
@@ -413,18 +433,20 @@ class KeyService:
             stored_last_used,
             expires_at,
         ) in rows:
-            if reveal or key_type == "public":
-                key = decrypt(enc_kid, ciphertext, associated=key_id)
-            else:
-                key = key_hint
-            obj: dict[str, Any] = {"id": key_id, "key": key, "keyType": key_type}
+            obj: dict[str, Any] = {
+                "id": key_id,
+                "key": decrypt(enc_kid, ciphertext, key_id)
+                if reveal or key_type == "public"
+                else key_hint,
+                "keyType": key_type,
+            }
             if environment_id is not None:
                 obj["environmentId"] = environment_id
             obj["accountId"] = account_id
             obj["name"] = name
             obj["revoked"] = bool(revoked)
-            obj["createdAt"] = format_stored_ts(created_at)
-            last_used = None if stored_last_used is None else format_stored_ts(stored_last_used)
+            obj["createdAt"] = stamp(created_at)
+            last_used = None if stored_last_used is None else stamp(stored_last_used)
             pending = pending_of(key_id)
             if pending is not None:
                 pending_text = format_ts(pending)
@@ -433,7 +455,7 @@ class KeyService:
             if last_used is not None:
                 obj["lastUsedAt"] = last_used
             if expires_at is not None:
-                obj["expiresAt"] = format_stored_ts(expires_at)
+                obj["expiresAt"] = stamp(expires_at)
             out.append(obj)
         return out
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from keyhouse.deps import AdminActorDep, RuntimeDep
 from keyhouse.openapi import error_responses
+from keyhouse.responses import JSONResponse
 from keyhouse.verify.schemas import VerifyRequest, VerifyResponse
 from keyhouse.verify.service import verify_key
 

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.types import Scope, Send
 
 from keyhouse.audit.service import Actor
+from keyhouse.responses import render_json
 from keyhouse.runtime import Runtime
 from keyhouse.verify.service import verify_key
 
@@ -61,8 +62,8 @@ async def try_fast_verify(runtime: Runtime, scope: Scope, body: bytes, send: Sen
         user_agent.decode("latin-1")[:512] if user_agent else None,
     )
     verdict = await verify_key(runtime, key, actor)
-    # As Starlette's JSONResponse renders it.
-    out = json.dumps(verdict, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # As the route's JSONResponse renders it.
+    out = render_json(verdict)
     await send(
         {
             "type": "http.response.start",

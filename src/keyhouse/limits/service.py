@@ -1,0 +1,63 @@
+"""Metering one call of the account API: the plan's quota and rate limit.
+
+Shared by the ``MeteredCallerDep`` dependency and ``GET /keys``'s fast path
+(``keys/fastpath.py``), so both count and refuse a call the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keyhouse import errors
+from keyhouse.keys.verify import Caller
+from keyhouse.limits.limiter import RateState
+from keyhouse.runtime import Runtime
+from keyhouse.timeutil import format_ts, utcnow
+
+__all__ = ["Metered", "meter", "ratelimit_headers"]
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    """The outcome of counting one call."""
+
+    # The RateLimit-* header fields for the response, refused or not.
+    headers: dict[str, str]
+    # 429 rate_limited or 402 usage_limit_exceeded; None: the call was counted.
+    refusal: errors.KeyhouseError | None
+
+
+async def meter(runtime: Runtime, caller: Caller) -> Metered:
+    """Count the call against the account's plan. A refused call consumes nothing."""
+    admission = await runtime.limiter.admit(caller.account_id, caller.key_id, caller.plan, utcnow())
+    headers = ratelimit_headers(admission.rate) if admission.rate is not None else {}
+    if admission.allowed:
+        return Metered(headers, None)
+    if admission.refusal == "rate" and admission.rate is not None:
+        refusal: errors.KeyhouseError = errors.RateLimited(
+            headers={"Retry-After": str(admission.rate.retry_after or 1)},
+            fix=(
+                f"This key may make {caller.plan.rate_per_second} requests per second "
+                f"(bursts of {admission.rate.limit}); retry after "
+                f"{admission.rate.retry_after or 1} s (Retry-After)."
+            ),
+        )
+    else:
+        refusal = errors.UsageLimitExceeded(
+            f"The account has used its {caller.plan.monthly_requests} requests for "
+            f"{admission.period.key}.",
+            fix=(
+                f"Usage resets at {format_ts(admission.period.end)}; ask the operator for a "
+                "larger plan to continue before then. GET /account shows the usage."
+            ),
+        )
+    return Metered(headers, refusal)
+
+
+def ratelimit_headers(rate: RateState) -> dict[str, str]:
+    """The RateLimit header fields (IETF draft), per key."""
+    return {
+        "RateLimit-Limit": str(rate.limit),
+        "RateLimit-Remaining": str(rate.remaining),
+        "RateLimit-Reset": str(rate.reset),
+    }
