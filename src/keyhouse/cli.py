@@ -318,7 +318,7 @@ def key_list(
         rows = await service.list_keys(account)
         # --json is exactly GET /keys; the table masks unless asked.
         show = runtime.settings.list_reveals_keys if as_json else reveal
-        return service.to_objects(rows, reveal=show)
+        return service.to_objects(account, rows, reveal=show)
 
     keys = with_session(settings, work)
     if as_json:

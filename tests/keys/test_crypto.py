@@ -45,6 +45,27 @@ class TestKeyring:
         with pytest.raises(ConfigurationError, match="'gone' is not configured"):
             ring.decrypt("gone", b"\0" * 40, associated="key_A")
 
+    def test_decrypt_many_keeps_order_across_encryption_keys(self) -> None:
+        old = ("old", raw_key())
+        first = Keyring([old]).encrypt("sk_1", associated="key_A")
+        ring = Keyring([("new", raw_key()), old])
+        second = ring.encrypt("sk_2", associated="key_B")
+        items = [
+            (second.kid, second.ciphertext, "key_B"),
+            ("old", first.ciphertext, "key_A"),
+            (second.kid, second.ciphertext, "key_B"),
+        ]
+        assert ring.decrypt_many(items) == ["sk_2", "sk_1", "sk_2"]
+        assert ring.decrypt_many([]) == []
+
+    def test_decrypt_many_names_the_kid_that_fails(self) -> None:
+        ring = Keyring([("k1", raw_key())])
+        good = ring.encrypt("sk_1", associated="key_A")
+        with pytest.raises(ConfigurationError, match="'gone' is not configured"):
+            ring.decrypt_many([("k1", good.ciphertext, "key_A"), ("gone", b"\0" * 40, "key_B")])
+        with pytest.raises(ConfigurationError, match="does not decrypt with encryption key 'k1'"):
+            ring.decrypt_many([("k1", good.ciphertext, "key_A"), ("k1", good.ciphertext, "key_B")])
+
     def test_repr_shows_no_material(self) -> None:
         material = raw_key()
         assert base64.b64encode(material).decode() not in repr(Keyring([("k1", material)]))
