@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 import traceback
 from collections.abc import AsyncIterator
@@ -189,6 +190,10 @@ class RequestMiddleware:
         self.app = app
         self.max_body = max_body
         self.key_format = key_format
+        self._key_prefix = re.compile("|".join(map(re.escape, key_format.prefixes.values())))
+        # A bound logger made once (create_app configured logging first): the
+        # module's lazy proxy builds one on every call.
+        self._access_log = access_log.bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -227,57 +232,58 @@ class RequestMiddleware:
         async def reject(exc: errors.KeyhouseError) -> None:
             await error_response(tracking_id, exc)(scope, receive, send_wrapper)
 
-        with structlog.contextvars.bound_contextvars(tracking_id=tracking_id):
-            try:
-                guard = self._check_headers(scope) or self._check_query(scope)
-                if guard is not None:
-                    await reject(guard)
-                    return
-                replay, guard, body = await self._read_body(scope, receive)
-                if guard is not None:
-                    await reject(guard)
-                    return
-                if (
-                    scope["path"] == "/verify"
-                    and scope["method"] == "POST"
-                    and await try_fast_verify(scope["app"].state.runtime, scope, body, send_wrapper)
-                ):
-                    return
-                if (
-                    scope["path"] == "/keys"
-                    and scope["method"] == "GET"
-                    and await try_fast_list(scope["app"].state.runtime, scope, replay, send_wrapper)
-                ):
-                    return
-                await self.app(scope, replay, send_wrapper)
-            except Exception as exc:
-                if database_unavailable(exc):
-                    # An outage, not a bug: 503 with Retry-After, and no stack.
-                    log.warning("database_unavailable", error_type=type(exc).__name__)
-                    if not response_started:
-                        await reject(
-                            errors.ServiceUnavailable(
-                                "The database is not reachable right now.",
-                                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                            )
-                        )
-                    return
-                # Type and stack only: an exception's text can carry request data.
-                stack = traceback.format_list(traceback.extract_tb(exc.__traceback__))
-                log.error(
-                    "unhandled_exception", error_type=type(exc).__name__, stack="".join(stack)
-                )
+        # bind/reset rather than the bound_contextvars() context manager: the
+        # same, without a generator per request.
+        tokens = structlog.contextvars.bind_contextvars(tracking_id=tracking_id)
+        try:
+            guard = self._check_headers(scope) or self._check_query(scope)
+            if guard is not None:
+                await reject(guard)
+                return
+            replay, guard, body = await self._read_body(scope, receive)
+            if guard is not None:
+                await reject(guard)
+                return
+            if (
+                scope["path"] == "/verify"
+                and scope["method"] == "POST"
+                and await try_fast_verify(scope["app"].state.runtime, scope, body, send_wrapper)
+            ):
+                return
+            if (
+                scope["path"] == "/keys"
+                and scope["method"] == "GET"
+                and await try_fast_list(scope["app"].state.runtime, scope, replay, send_wrapper)
+            ):
+                return
+            await self.app(scope, replay, send_wrapper)
+        except Exception as exc:
+            if database_unavailable(exc):
+                # An outage, not a bug: 503 with Retry-After, and no stack.
+                log.warning("database_unavailable", error_type=type(exc).__name__)
                 if not response_started:
-                    await reject(errors.KeyhouseError())
-            finally:
-                access_log.info(
-                    "request",
-                    method=scope["method"],
-                    path=self._safe_path(scope["path"]),
-                    status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                    client=(scope.get("client") or ("", 0))[0],
-                )
+                    await reject(
+                        errors.ServiceUnavailable(
+                            "The database is not reachable right now.",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                        )
+                    )
+                return
+            # Type and stack only: an exception's text can carry request data.
+            stack = traceback.format_list(traceback.extract_tb(exc.__traceback__))
+            log.error("unhandled_exception", error_type=type(exc).__name__, stack="".join(stack))
+            if not response_started:
+                await reject(errors.KeyhouseError())
+        finally:
+            self._access_log.info(
+                "request",
+                method=scope["method"],
+                path=self._safe_path(scope["path"]),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                client=(scope.get("client") or ("", 0))[0],
+            )
+            structlog.contextvars.reset_contextvars(**tokens)
 
     @staticmethod
     def _check_headers(scope: Scope) -> errors.KeyhouseError | None:
@@ -317,9 +323,7 @@ class RequestMiddleware:
         so every segment of 20 characters or more that is not an id is masked:
         keyhouse's own segments are ids or words shorter than that.
         """
-        if len(path) < _IMPORTED_KEY_MIN_LENGTH and not any(
-            p in path for p in self.key_format.prefixes.values()
-        ):
+        if len(path) < _IMPORTED_KEY_MIN_LENGTH and self._key_prefix.search(path) is None:
             return path
         parts = []
         for part in path.split("/"):

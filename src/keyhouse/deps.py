@@ -22,7 +22,7 @@ from keyhouse import errors
 from keyhouse.audit.service import Actor
 from keyhouse.keys.format import Kind
 from keyhouse.keys.service import invalidate_after_commit
-from keyhouse.keys.verify import Caller, Verifier
+from keyhouse.keys.verify import Caller, Verifier, bearer_of
 from keyhouse.limits.service import meter
 from keyhouse.runtime import Runtime
 
@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_MAX_AUTHORIZATION_LENGTH = 1024
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -59,19 +58,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 def bearer_token(request: Request) -> str:
     """The token of ``Authorization: Bearer <token>``, or 401 missing_api_key."""
-    header = request.headers.get("authorization")
-    if header is None:
-        raise errors.MissingApiKey()
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise errors.MissingApiKey(
-            "The Authorization header does not use the Bearer scheme.",
-            fix="Send the header 'Authorization: Bearer <key>'.",
-        )
-    if len(header) > _MAX_AUTHORIZATION_LENGTH:
-        raise errors.InvalidApiKey()
-    return token
+    return bearer_of(request.headers.get("authorization"))
 
 
 def request_actor(

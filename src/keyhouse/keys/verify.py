@@ -32,12 +32,31 @@ from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import utcnow
 
-__all__ = ["MAX_KEY_LENGTH", "Caller", "KeyRecord", "Verdict", "Verifier"]
+__all__ = ["MAX_KEY_LENGTH", "Caller", "KeyRecord", "Verdict", "Verifier", "bearer_of"]
 
 log = get_logger("keyhouse.verify")
 
 # No key we issue or import is longer; a longer string is not looked up.
 MAX_KEY_LENGTH = 200
+# A longer Authorization header is refused before any lookup.
+MAX_AUTHORIZATION_LENGTH = 1024
+
+
+def bearer_of(header: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or the 401 that says why not."""
+    if header is None:
+        raise errors.MissingApiKey()
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise errors.MissingApiKey(
+            "The Authorization header does not use the Bearer scheme.",
+            fix="Send the header 'Authorization: Bearer <key>'.",
+        )
+    if len(header) > MAX_AUTHORIZATION_LENGTH:
+        raise errors.InvalidApiKey()
+    return token
+
 
 Code = Literal["valid", "malformed", "not_found", "revoked", "expired"]
 

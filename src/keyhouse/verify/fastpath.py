@@ -19,7 +19,9 @@ from typing import Any
 
 from starlette.types import Scope, Send
 
+from keyhouse import errors
 from keyhouse.audit.service import Actor
+from keyhouse.keys.verify import bearer_of
 from keyhouse.responses import render_json
 from keyhouse.runtime import Runtime
 from keyhouse.verify.service import verify_key
@@ -42,8 +44,11 @@ async def try_fast_verify(runtime: Runtime, scope: Scope, body: bytes, send: Sen
             user_agent = value
     if token is None or content_type is None or content_type.lower() not in _JSON_TYPES:
         return False
-    scheme, _, secret = token.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not runtime.admin_tokens.matches(secret.strip()):
+    try:
+        secret = bearer_of(token.decode("latin-1"))
+    except errors.Unauthorized:
+        return False
+    if not runtime.admin_tokens.matches(secret):
         return False
     try:
         payload: Any = json.loads(body)
