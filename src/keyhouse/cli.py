@@ -314,11 +314,10 @@ def key_list(
 
     async def work(session: AsyncSession, runtime: Runtime) -> list[dict[str, Any]]:
         await AccountService(session, runtime).get(account)
-        service = KeyService(session, runtime)
-        rows = await service.list_keys(account)
         # --json is exactly GET /keys; the table masks unless asked.
-        show = runtime.settings.list_reveals_keys if as_json else reveal
-        return service.to_objects(account, rows, reveal=show)
+        return await KeyService(session, runtime).list_objects(
+            account, reveal=None if as_json else reveal
+        )
 
     keys = with_session(settings, work)
     if as_json:

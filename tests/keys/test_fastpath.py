@@ -20,6 +20,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 import keyhouse.app
+from keyhouse.app import create_app
 from keyhouse.keys.fastpath import try_fast_list
 from keyhouse.runtime import Runtime
 from tests.factories import (
@@ -108,8 +109,6 @@ class TestSameAnswer:
     async def test_masked_listings_match(
         self, make_settings: Callable[..., Any], switch: Switch
     ) -> None:
-        from keyhouse.app import create_app
-
         app = create_app(make_settings(list_reveals_keys=False))
         async with app.router.lifespan_context(app):
             runtime: Runtime = app.state.runtime

@@ -227,26 +227,6 @@ class KeyService:
         await self.repo.flush()
         return IssuedKey(row, plaintext)
 
-    async def list_keys(
-        self,
-        account_id: str,
-        *,
-        scope_environment_id: str | None = None,
-        environment_id: str | None = None,
-        key_type: KeyType | None = None,
-        revoked: bool | None = None,
-    ) -> list[Sequence[Any]]:
-        """The account's keys, newest first; a scoped caller sees only its environment."""
-        if scope_environment_id is not None:
-            if environment_id is not None and environment_id != scope_environment_id:
-                return []
-            environment_id = scope_environment_id
-        return list(
-            await self.repo.list(
-                account_id, environment_id=environment_id, key_type=key_type, revoked=revoked
-            )
-        )
-
     async def list_objects(
         self,
         account_id: str,
@@ -255,16 +235,24 @@ class KeyService:
         environment_id: str | None = None,
         key_type: KeyType | None = None,
         revoked: bool | None = None,
+        reveal: bool | None = None,
     ) -> list[dict[str, Any]]:
-        """``GET /keys``'s key objects (its route and its fast path both answer with these)."""
-        rows = await self.list_keys(
-            account_id,
-            scope_environment_id=scope_environment_id,
-            environment_id=environment_id,
-            key_type=key_type,
-            revoked=revoked,
+        """The account's key objects, newest first (``GET /keys``: its route and
+        its fast path both answer with these).
+
+        A scoped caller sees only its environment. ``reveal`` None: full keys
+        unless the operator masks them (``KEYHOUSE_LIST_REVEALS_KEYS``).
+        """
+        if scope_environment_id is not None:
+            if environment_id is not None and environment_id != scope_environment_id:
+                return []
+            environment_id = scope_environment_id
+        rows = await self.repo.list(
+            account_id, environment_id=environment_id, key_type=key_type, revoked=revoked
         )
-        return self.to_objects(account_id, rows, reveal=self.runtime.settings.list_reveals_keys)
+        if reveal is None:
+            reveal = self.runtime.settings.list_reveals_keys
+        return self.to_objects(account_id, rows, reveal=reveal)
 
     async def get(
         self, account_id: str | None, key_id: str, *, scope_environment_id: str | None = None
