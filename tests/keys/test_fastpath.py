@@ -29,6 +29,7 @@ from tests.factories import (
     create_environment,
     create_key,
     expect_error,
+    set_expiry,
 )
 from tests.limits.helpers import account_on_plan
 
@@ -156,6 +157,20 @@ class TestLeftToTheRoute:
         resp, answered = await both_ways(client, switch, "/keys", bearer(other.plaintext))
         assert not answered
         expect_error(resp, 401, "revoked_api_key")
+
+    async def test_an_expired_key_is_recorded_once(
+        self, client: httpx.AsyncClient, runtime: Runtime, switch: Switch
+    ) -> None:
+        # The fast path's lookup finds the key expired and records key.expired;
+        # the route, asked next, must answer 401 without recording it again.
+        acc = await create_account(runtime)
+        old = await create_key(runtime, acc.account_id)
+        await set_expiry(runtime, old.row.id, datetime.now(UTC) - timedelta(seconds=1))
+        resp, answered = await both_ways(client, switch, "/keys", bearer(old.plaintext))
+        assert not answered
+        expect_error(resp, 401, "expired_api_key")
+        events = (await client.get("/events?limit=100", headers=acc.auth)).json()["events"]
+        assert [e["keyId"] for e in events if e["type"] == "key.expired"] == [old.row.id]
 
     async def test_a_public_key(
         self, client: httpx.AsyncClient, runtime: Runtime, switch: Switch

@@ -1,15 +1,15 @@
 """``GET /keys`` without the framework, for the seed's call: no query, a good key.
 
-The seed documents ``GET /keys`` with a Bearer key and nothing else, and a
-platform's dashboard calls it on every page view. Through FastAPI a listing
-of 200 keys spent ~30% of its time in routing and dependency solving
-(pyinstrument of the ASGI app, in-process), which kept it under issue 4's
-goal of twice the peer's req/s. This answers the one shape that matters,
-with the same steps as the route (``Verifier.authenticate``, ``meter``,
-``KeyService.list_objects``, the same ``JSONResponse``), and hands anything
-else to the route: a query string, a missing or bad key, a public key, a
-refused call. A refused call consumed nothing, so the route refuses it
-again with the usual error; the two differ in speed only.
+The seed documents ``GET /keys`` with a Bearer key and nothing else.
+Through FastAPI a listing of 200 keys spent ~30% of its time in routing and
+dependency solving (pyinstrument of the ASGI app, in-process), which kept
+it under issue 4's goal of twice the peer's req/s. This answers that one
+shape with the same steps as the route (``Verifier.authenticate``,
+``meter``, ``KeyService.list_objects``, the same ``JSONResponse``), and
+hands anything else to the route: a query string, a missing or bad key, a
+public key, a refused call. A refused call consumed nothing, so the route
+refuses it again with the usual error; the two differ in speed only
+(``tests/keys/test_fastpath.py`` asks every case both ways).
 """
 
 from __future__ import annotations
