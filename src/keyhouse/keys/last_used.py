@@ -48,12 +48,9 @@ class LastUsed:
     def touch(self, key_id: str, at: datetime) -> None:
         self._pending[key_id] = at
 
-    def pending(self, key_id: str) -> datetime | None:
-        return self._pending.get(key_id)
-
     def pending_lookup(self) -> Callable[[str], datetime | None]:
-        """``pending`` as the dict's own ``get``, for a loop over many keys with
-        no ``await`` in it (a flush replaces the dict)."""
+        """The pending use of a key id, as the dict's own ``get``: for a loop over
+        many keys with no ``await`` in it (a flush replaces the dict)."""
         return self._pending.get
 
     @property
