@@ -38,6 +38,7 @@ from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.db.migrate import migrate
 from keyhouse.runtime import Runtime
+from tests.factories import listener as runtime_listener
 
 # No per-example deadline: speed goals live in benchmarks, not in tests (and a
 # 2-core CI machine under load would make a deadline flaky). CI prints seeds.
@@ -185,7 +186,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         runtime: Runtime = application.state.runtime
         if not runtime.db.is_sqlite:
             # Its first connect clears the cache: let that happen before the test.
-            await asyncio.wait_for(runtime.change_listener.connected.wait(), 10)
+            await asyncio.wait_for(runtime_listener(runtime).connected.wait(), 10)
         yield application
 
 

@@ -11,6 +11,7 @@ import httpx
 
 from keyhouse.accounts.service import AccountService
 from keyhouse.audit.service import CLI
+from keyhouse.db.notify import ChangeListener
 from keyhouse.environments.service import EnvironmentService
 from keyhouse.keys.schemas import KeyType
 from keyhouse.keys.service import IssuedKey, KeyService
@@ -77,6 +78,17 @@ async def set_expiry(runtime: Runtime, key_id: str, when: datetime) -> None:
     runtime.cache.clear()
 
 
+def listener(runtime: Runtime) -> ChangeListener:
+    """The process's change listener; there is one on PostgreSQL only."""
+    assert runtime.change_listener is not None, "no change listener on SQLite"
+    return runtime.change_listener
+
+
+def notification_count(runtime: Runtime) -> int:
+    """Key changes this process has heard of (none on SQLite, which has no NOTIFY)."""
+    return 0 if runtime.change_listener is None else runtime.change_listener.notifications
+
+
 async def notified(runtime: Runtime, before: int, count: int = 1) -> None:
     """On PostgreSQL, wait until this process has heard ``count`` key changes since ``before``.
 
@@ -87,7 +99,7 @@ async def notified(runtime: Runtime, before: int, count: int = 1) -> None:
     if runtime.db.is_sqlite:
         return
     for _ in range(500):
-        if runtime.change_listener.notifications >= before + count:
+        if listener(runtime).notifications >= before + count:
             return
         await anyio.sleep(0.01)
     raise AssertionError("the key change's NOTIFY did not arrive within 5 s")

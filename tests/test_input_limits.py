@@ -17,8 +17,8 @@ import json
 import httpx
 import pytest
 
-from keyhouse.app import MAX_HEADER_LINE, MAX_HEADERS_TOTAL
 from keyhouse.config import Settings
+from keyhouse.http.middleware import MAX_HEADER_LINE, MAX_HEADERS_TOTAL
 from keyhouse.keys.verify import Verifier
 from keyhouse.runtime import Runtime
 from tests.factories import bearer, create_account, expect_error

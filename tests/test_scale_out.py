@@ -24,7 +24,7 @@ from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
-from tests.factories import AccountWithKey, bearer, create_account, notified
+from tests.factories import AccountWithKey, bearer, create_account, listener, notified
 from tests.limits.conftest import free_port
 from tests.limits.helpers import account_on_plan
 from tests.proxy import tcp_proxy
@@ -166,9 +166,9 @@ async def test_a_reconnecting_listener_clears_the_cache(
     app = create_app(make_settings(cache_ttl_seconds=60))
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
-        listener = runtime.change_listener
-        await asyncio.wait_for(listener.connected.wait(), 10)
-        before = listener.notifications
+        change_listener = listener(runtime)
+        await asyncio.wait_for(change_listener.connected.wait(), 10)
+        before = change_listener.notifications
         acc = await create_account(runtime)
         await notified(runtime, before)
         transport = httpx.ASGITransport(app=app)
@@ -185,10 +185,10 @@ async def test_a_reconnecting_listener_clears_the_cache(
                     )
                 )
             for _ in range(500):
-                if not listener.connected.is_set():
+                if not change_listener.connected.is_set():
                     break
                 await asyncio.sleep(0.01)
-            await asyncio.wait_for(listener.connected.wait(), 10)
+            await asyncio.wait_for(change_listener.connected.wait(), 10)
             assert len(runtime.cache) == 0
 
 

@@ -1,12 +1,16 @@
 """What one process holds for its lifetime: settings, database, key material.
 
 Built by ``create_app``'s lifespan and by the CLI, then handed to services;
-nothing here is global.
+nothing here is global. A serving process also runs background loops
+(``start``): the ``lastUsedAt`` and usage flushes and, on PostgreSQL, the
+change listener; ``close`` stops them and writes what is pending.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
 
 from keyhouse.admin_tokens import AdminTokens, load_admin_tokens
 from keyhouse.config import Settings
@@ -32,8 +36,10 @@ class Runtime:
     cache: KeyCache
     last_used: LastUsed
     limiter: Limiter
-    change_listener: ChangeListener
+    # None on SQLite: no NOTIFY there, changes reach other processes within the cache TTL.
+    change_listener: ChangeListener | None
     failed_auth: FailedAuthLimiter
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -60,15 +66,34 @@ class Runtime:
             last_used=LastUsed(),
             limiter=Limiter(db, mode=mode, redis_url=settings.redis_url),
             failed_auth=FailedAuthLimiter(settings.auth_failures_per_minute),
-            change_listener=ChangeListener(
-                db.asyncpg_dsn if not db.is_sqlite else "",
-                cache,
-                timeout=settings.db_connect_timeout_seconds,
-            ),
+            change_listener=None
+            if db.is_sqlite
+            else ChangeListener(db.asyncpg_dsn, cache, timeout=settings.db_connect_timeout_seconds),
         )
 
+    def start(self) -> None:
+        """Start the background loops of a serving process (the CLI runs none)."""
+        settings = self.settings
+        loops = [
+            self.last_used.run(self.db, settings.last_used_flush_seconds),
+            self.limiter.run(settings.usage_flush_seconds),
+        ]
+        if self.change_listener is not None:
+            loops.append(self.change_listener.run())
+        self._tasks = [asyncio.create_task(loop) for loop in loops]
+
     async def close(self) -> None:
-        """Write what is pending, then let the database go."""
+        """Stop the loops, write what is pending, then let the database go.
+
+        Graceful shutdown (SIGTERM/SIGINT in uvicorn) ends here, so no use
+        or count is lost.
+        """
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         try:
             await self.last_used.flush(self.db)
             await self.limiter.close()

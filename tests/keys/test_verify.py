@@ -15,7 +15,14 @@ from keyhouse.config import Settings
 from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.verify import Verifier
 from keyhouse.runtime import Runtime
-from tests.factories import bearer, create_account, create_key, notified
+from tests.factories import (
+    bearer,
+    create_account,
+    create_key,
+    listener,
+    notification_count,
+    notified,
+)
 
 
 @pytest.fixture
@@ -25,7 +32,7 @@ async def long_cache_app(make_settings: Callable[..., Settings]) -> AsyncIterato
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
         if not runtime.db.is_sqlite:
-            await asyncio.wait_for(runtime.change_listener.connected.wait(), 10)
+            await asyncio.wait_for(listener(runtime).connected.wait(), 10)
         yield app
 
 
@@ -40,7 +47,7 @@ async def test_revoke_drops_the_cached_key_at_once(
     long_cache_app: FastAPI, long_client: httpx.AsyncClient
 ) -> None:
     runtime: Runtime = long_cache_app.state.runtime
-    before = runtime.change_listener.notifications
+    before = notification_count(runtime)
     acc = await create_account(runtime)
     victim = await create_key(runtime, acc.account_id)
     await notified(runtime, before, 2)
@@ -57,7 +64,7 @@ async def test_roll_with_no_grace_ends_the_cached_key_at_once(
     long_cache_app: FastAPI, long_client: httpx.AsyncClient
 ) -> None:
     runtime: Runtime = long_cache_app.state.runtime
-    before = runtime.change_listener.notifications
+    before = notification_count(runtime)
     acc = await create_account(runtime)
     old = await create_key(runtime, acc.account_id)
     await notified(runtime, before, 2)
@@ -93,7 +100,7 @@ async def test_negative_cache_does_not_hide_a_key_imported_after_a_miss(
 async def test_expiry_is_checked_on_every_use_even_from_cache(runtime: Runtime) -> None:
     acc = await create_account(runtime)
     expires = datetime.now(UTC) + timedelta(hours=1)
-    before = runtime.change_listener.notifications
+    before = notification_count(runtime)
     issued = await create_key(runtime, acc.account_id, expires_at=expires)
     await notified(runtime, before)
     verifier = Verifier(runtime)
@@ -106,7 +113,7 @@ async def test_expiry_is_checked_on_every_use_even_from_cache(runtime: Runtime) 
 
 
 async def test_cache_serves_repeat_verifications_without_the_database(runtime: Runtime) -> None:
-    before = runtime.change_listener.notifications
+    before = notification_count(runtime)
     acc = await create_account(runtime)
     await notified(runtime, before)
     verifier = Verifier(runtime)

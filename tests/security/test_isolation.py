@@ -47,7 +47,7 @@ from keyhouse.ids import new_id
 from keyhouse.keys.schemas import KeyType
 from keyhouse.models import ApiKey, Environment, Event
 from keyhouse.runtime import Runtime
-from tests.factories import create_account, create_environment, create_key
+from tests.factories import create_account, create_environment, create_key, listener
 
 EXAMPLES = int(os.environ.get("KEYHOUSE_STATEFUL_EXAMPLES", "30"))
 STEPS = int(os.environ.get("KEYHOUSE_STATEFUL_STEPS", "15"))
@@ -387,7 +387,7 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
         if not runtime.db.is_sqlite:
-            await runtime.change_listener.connected.wait()
+            await listener(runtime).connected.wait()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client

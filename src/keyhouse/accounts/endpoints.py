@@ -13,7 +13,7 @@ from keyhouse.accounts.schemas import (
     UpdateAccountRequest,
 )
 from keyhouse.accounts.service import AccountService
-from keyhouse.deps import AdminActorDep, RuntimeDep, SecretCallerDep, SessionDep
+from keyhouse.http.pipeline import AdminActorDep, RuntimeDep, SecretCallerDep, SessionDep
 from keyhouse.keys.service import KeyService
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from keyhouse.audit.schemas import ListEventsResponse
 from keyhouse.audit.service import AuditService, event_object
-from keyhouse.deps import MeteredCallerDep, SessionDep
+from keyhouse.http.pipeline import MeteredCallerDep, SessionDep
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from keyhouse.deps import KeyActorDep, MeteredCallerDep, SessionDep
 from keyhouse.environments.schemas import (
     CreateEnvironmentRequest,
     Environment,
     ListEnvironmentsResponse,
 )
 from keyhouse.environments.service import EnvironmentService
+from keyhouse.http.pipeline import KeyActorDep, MeteredCallerDep, SessionDep
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 

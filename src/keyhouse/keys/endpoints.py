@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
 
 from keyhouse.accounts.service import AccountService
-from keyhouse.deps import AdminActorDep, KeyActorDep, MeteredCallerDep, RuntimeDep, SessionDep
+from keyhouse.http.pipeline import (
+    AdminActorDep,
+    DirectRoute,
+    KeyActorDep,
+    MeteredCallerDep,
+    RuntimeDep,
+    SessionDep,
+    direct,
+    get_caller,
+    get_metered_caller,
+    get_runtime,
+    get_secret_caller,
+    read_query,
+    request_session,
+)
 from keyhouse.keys.schemas import (
     ApiKey,
     CreateKeyRequest,
     ImportKeyRequest,
-    KeyType,
+    ListKeysQuery,
     ListKeysResponse,
     RenameKeyRequest,
     RollKeyRequest,
@@ -23,8 +38,18 @@ from keyhouse.responses import JSONResponse
 
 __all__ = ["admin_router", "router"]
 
-router = APIRouter(prefix="/keys", tags=["keys"])
+router = APIRouter(prefix="/keys", tags=["keys"], route_class=DirectRoute)
 admin_router = APIRouter(prefix="/admin", tags=["operator"])
+
+
+async def _list_keys(request: Request) -> Response:
+    """``list_keys``' parameters, from the pipeline's steps."""
+    runtime = await get_runtime(request)
+    caller = await get_caller(request, runtime)
+    caller = await get_metered_caller(request, await get_secret_caller(caller), runtime)
+    query = read_query(request, ListKeysQuery)
+    async with request_session(request, runtime) as session:
+        return await list_keys(caller, session, runtime, query)
 
 
 @router.get(
@@ -33,19 +58,12 @@ admin_router = APIRouter(prefix="/admin", tags=["operator"])
     summary="List all API keys for the authenticated user's account",
     responses=error_responses(400, 401, 402, 403, 429),
 )
+@direct(_list_keys)
 async def list_keys(
     caller: MeteredCallerDep,
     session: SessionDep,
     runtime: RuntimeDep,
-    environmentId: Annotated[
-        str | None,
-        Query(pattern=r"^env_[0-9A-Za-z]{1,60}$", description="Only keys of this environment."),
-    ] = None,
-    keyType: Annotated[KeyType | None, Query(description="Only keys of this type.")] = None,
-    revoked: Annotated[
-        bool | None,
-        Query(description="true: only revoked keys; false: only keys not revoked (expired too)."),
-    ] = None,
+    query: Annotated[ListKeysQuery, Query()],
 ) -> JSONResponse:
     """Lists all API keys for the authenticated account, newest first.
 
@@ -56,9 +74,9 @@ async def list_keys(
     objects = await KeyService(session, runtime).list_objects(
         caller.account_id,
         scope_environment_id=caller.environment_id,
-        environment_id=environmentId,
-        key_type=keyType,
-        revoked=revoked,
+        environment_id=query.environmentId,
+        key_type=query.keyType,
+        revoked=query.revoked,
     )
     return JSONResponse({"keys": objects})
 

@@ -27,6 +27,8 @@ from typing import Literal
 __all__ = [
     "ALPHABET",
     "CHECKSUM_LEN",
+    "IMPORTED_KEY_MIN_LENGTH",
+    "MAX_KEY_LENGTH",
     "RANDOM_LEN",
     "KeyFormat",
     "ParsedKey",
@@ -40,6 +42,11 @@ RANDOM_LEN = 43  # 62**43 > 2**256
 CHECKSUM_LEN = 6  # 62**6 > 2**32
 BODY_LEN = RANDOM_LEN + CHECKSUM_LEN
 _BASE62_SET = frozenset(ALPHABET)
+# Keys imported from another system: 20 to 200 characters. Shorter ones are
+# guessable; no key we issue or import is longer, so a longer string is never
+# looked up.
+IMPORTED_KEY_MIN_LENGTH = 20
+MAX_KEY_LENGTH = 200
 
 KeyType = Literal["secret", "public"]
 

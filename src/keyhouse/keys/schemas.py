@@ -8,9 +8,22 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from keyhouse.schemas import Name, NotNull, Schema, omittable
 
-__all__ = ["ApiKey", "CreateKeyRequest", "KeyType", "ListKeysResponse"]
+__all__ = ["ApiKey", "CreateKeyRequest", "KeyType", "ListKeysQuery", "ListKeysResponse"]
 
 KeyType = Literal["secret", "public"]
+
+
+class ListKeysQuery(BaseModel):
+    """The filters of ``GET /keys``, each optional; unknown parameters are ignored."""
+
+    environmentId: str | None = Field(
+        None, pattern=r"^env_[0-9A-Za-z]{1,60}$", description="Only keys of this environment."
+    )
+    keyType: KeyType | None = Field(None, description="Only keys of this type.")
+    revoked: bool | None = Field(
+        None,
+        description="true: only revoked keys; false: only keys not revoked (expired too).",
+    )
 
 
 class ApiKey(BaseModel):

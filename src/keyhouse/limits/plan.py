@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -38,10 +39,17 @@ class Period:
 
 def current_period(now: datetime) -> Period:
     now = now.astimezone(UTC)
-    start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    return _month(now.year, now.month)
+
+
+# Every metered request asks for its period: building it each time was
+# ~2 us of a ~50 us POST /verify (cProfile); a month's Period never changes.
+@functools.lru_cache(maxsize=4)
+def _month(year: int, month: int) -> Period:
+    start = datetime(year, month, 1, tzinfo=UTC)
     end = (
-        datetime(now.year + 1, 1, 1, tzinfo=UTC)
-        if now.month == 12
-        else datetime(now.year, now.month + 1, 1, tzinfo=UTC)
+        datetime(year + 1, 1, 1, tzinfo=UTC)
+        if month == 12
+        else datetime(year, month + 1, 1, tzinfo=UTC)
     )
-    return Period(f"{now.year:04d}-{now.month:02d}", start, end)
+    return Period(f"{year:04d}-{month:02d}", start, end)

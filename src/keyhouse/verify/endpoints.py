@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 
-from keyhouse.deps import AdminActorDep, RuntimeDep
+from keyhouse.http.pipeline import (
+    AdminActorDep,
+    DirectRoute,
+    RuntimeDep,
+    direct,
+    get_admin_actor,
+    get_runtime,
+    read_body,
+)
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 from keyhouse.verify.schemas import VerifyRequest, VerifyResponse
@@ -12,7 +21,15 @@ from keyhouse.verify.service import verify_key
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["verify"])
+router = APIRouter(tags=["verify"], route_class=DirectRoute)
+
+
+async def _verify(request: Request) -> Response:
+    """``verify_endpoint``'s parameters, from the pipeline's steps."""
+    runtime = await get_runtime(request)
+    actor = await get_admin_actor(request, runtime)
+    body = await read_body(request, VerifyRequest)
+    return await verify_endpoint(body, actor, runtime)
 
 
 @router.post(
@@ -21,6 +38,7 @@ router = APIRouter(tags=["verify"])
     summary="Verify a key",
     responses=error_responses(400, 401, 403, 413, 415, 429),
 )
+@direct(_verify)
 async def verify_endpoint(
     body: VerifyRequest, actor: AdminActorDep, runtime: RuntimeDep
 ) -> JSONResponse:

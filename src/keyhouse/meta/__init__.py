@@ -1,0 +1,1 @@
+"""Meta routes: liveness and readiness."""
