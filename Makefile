@@ -83,8 +83,11 @@ fuzz: $(VENV)/.installed-dev
 # Performance figures and goal verdicts, side by side with the framework floors
 # and the peer (../shared/bench/peer_drf); ~10 min, not part of test. Writes
 # bench/results/latest.json. Knobs: BENCH_RUNS=3 BENCH_DURATION=10.
+# BENCH_BASELINE: a git ref whose keyhouse is measured in the same rounds
+# (default: main before the one-request-pipeline change; empty for none).
+BENCH_BASELINE ?= 6edfb4a
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/run.py
+	BENCH_BASELINE=$(BENCH_BASELINE) $(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

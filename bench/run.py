@@ -18,6 +18,11 @@ Prints a table with PASS/MISS verdicts for the goals (not asserted: the exit
 status is 0 whatever the figures, non-zero only when the benchmark itself
 fails) and writes bench/results/latest.json.
 
+With BENCH_BASELINE=<git ref> (the Makefile sets one), the same HTTP targets
+of keyhouse are also run against that commit's ``src/`` (``git archive``),
+served the same way from a copy of the same data, in the same interleaved
+rounds: the figures of a change and of what it changes, side by side.
+
 Knobs (environment): BENCH_RUNS=3, BENCH_DURATION=10 (seconds per wrk run),
 PEER_DRF_DIR (default: ../shared/bench/peer_drf from the repository root),
 PEER_DRF_VENV (default /tmp/peer_drf_venv, as the peer's bench.sh).
@@ -71,7 +76,11 @@ LIST_REQUESTS = {100: 10, 1_000: 10, 10_000: 5}  # sequential requests per run
 LAST_USED = {"keys": 10, "verifications": 100_000, "duration_s": 5, "interval": 1.0}
 RSS_KEYS = 100_000
 
+BASELINE = os.environ.get("BENCH_BASELINE") or ""
+
 GOALS = {
+    # Of the baseline's req/s (BENCH_BASELINE): at most 5% slower.
+    "vs_baseline": 0.95,
     "verify_vs_peer": 5.0,
     "list200_vs_peer": 2.0,
     "cache_hit_per_s": 200_000,
@@ -90,11 +99,11 @@ class BenchError(Exception):
 # -- processes ------------------------------------------------------------------------
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for keyhouse processes: this checkout's src first, no stray settings."""
+def child_env(extra: dict[str, str] | None = None, src: Path = ROOT / "src") -> dict[str, str]:
+    """The environment for keyhouse processes: ``src`` first, no stray settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYHOUSE_")}
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p
+        p for p in (str(src), os.environ.get("PYTHONPATH", "")) if p
     )
     env.update(extra or {})
     return env
@@ -357,14 +366,39 @@ def inproc(phase: str, args: list[str], env: dict[str, str], timeout: float) -> 
     return rows[-1]
 
 
-def keyhouse_env(data_dir: Path, admin_token: str) -> dict[str, str]:
+def keyhouse_env(data_dir: Path, admin_token: str, src: Path = ROOT / "src") -> dict[str, str]:
     return child_env(
         {
             "KEYHOUSE_DATA_DIR": str(data_dir),
             "KEYHOUSE_ADMIN_TOKENS": admin_token,
             "KEYHOUSE_LOG_LEVEL": "warning",  # the access log is at info
-        }
+        },
+        src=src,
     )
+
+
+def baseline_src(ref: str, into: Path) -> Path:
+    """``src/`` of commit ``ref``, extracted under ``into`` (git archive: no worktree left)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(  # noqa: S603
+        ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "src"],  # noqa: S607
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise BenchError(f"BENCH_BASELINE={ref}: {archive.stderr.decode(errors='replace')}")
+    subprocess.run(  # noqa: S603
+        ["tar", "-x", "-C", str(into)],  # noqa: S607
+        input=archive.stdout,
+        check=True,
+    )
+    return into / "src"
+
+
+def keyhouse_server(name: str, env: dict[str, str], log_path: Path) -> Server:
+    """``keyhouse serve --workers 2`` with ``env`` (its PYTHONPATH says which src)."""
+    argv = [sys.executable, "-m", "keyhouse", "serve", "--host", HOST, "--port", "0"]
+    return Server(name, [*argv, "--workers", "2"], env, 0, "/healthz", log_path)
 
 
 def in_process_phase(tmp: Path, admin_token: str, results: dict[str, Any]) -> None:
@@ -590,6 +624,37 @@ def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else float("nan")
 
 
+def baseline_targets(base: Server | None, admin: str, accounts: dict[str, Any]) -> list[Target]:
+    """keyhouse's targets against the baseline server (none without BENCH_BASELINE)."""
+    if base is None:
+        return []
+    return [
+        Target(
+            "base_verify",
+            f"baseline {BASELINE} POST /verify",
+            base,
+            "/verify",
+            "POST",
+            f"Bearer {admin}",
+            json.dumps({"key": accounts["1"]["key"]}),
+        ),
+        Target(
+            "base_keys1",
+            f"baseline {BASELINE} GET /keys (1 key)",
+            base,
+            "/keys",
+            auth=f"Bearer {accounts['1']['key']}",
+        ),
+        Target(
+            "base_keys200",
+            f"baseline {BASELINE} GET /keys (200 keys)",
+            base,
+            "/keys",
+            auth=f"Bearer {accounts['200']['key']}",
+        ),
+    ]
+
+
 def compute(results: dict[str, Any]) -> None:
     h = {k: v["median"] for k, v in results["http"].items()}
     results["ratios"] = {
@@ -650,6 +715,21 @@ def compute(results: dict[str, Any]) -> None:
             + f") <= {lu['median_goal_max_rows']:g}",
         ),
     ]
+    if "base_verify" in h:
+        for key, label in (
+            ("verify", "POST /verify"),
+            ("keys1", "GET /keys (1 key)"),
+            ("keys200", "GET /keys (200 keys)"),
+        ):
+            now, before = h[f"kh_{key}"]["rps"], h[f"base_{key}"]["rps"]
+            r[f"keyhouse {label} / baseline {BASELINE}"] = ratio(now, before)
+            verdicts.append(
+                (
+                    f"{label} req/s at most 5% below baseline {BASELINE}",
+                    ratio(now, before) >= GOALS["vs_baseline"],
+                    f"{now:,.0f} vs {before:,.0f} req/s = {ratio(now, before):.2f}x",
+                )
+            )
     results["verdicts"] = [
         {"goal": g, "verdict": "PASS" if ok else "MISS", "figures": f} for g, ok, f in verdicts
     ]
@@ -761,25 +841,18 @@ def main() -> int:
         peer_key = setup_peer(peer_py, tmp, peer_env)
         phases["setup_s"] = round(time.monotonic() - t, 1)
 
-        kh = Server(
-            "keyhouse serve --workers 2",
-            [
-                sys.executable,
-                "-m",
-                "keyhouse",
-                "serve",
-                "--host",
-                HOST,
-                "--port",
-                "0",
-                "--workers",
-                "2",
-            ],
-            kh_env,
-            0,
-            "/healthz",
-            tmp / "keyhouse.log",
-        )
+        kh = keyhouse_server("keyhouse serve --workers 2", kh_env, tmp / "keyhouse.log")
+        base: Server | None = None
+        if BASELINE:
+            # The same data (a copy: two servers, two SQLite files), the
+            # baseline's code.
+            shutil.copytree(tmp / "keyhouse", tmp / "baseline-data")
+            src = baseline_src(BASELINE, tmp / "baseline")
+            base = keyhouse_server(
+                f"baseline {BASELINE}: keyhouse serve --workers 2",
+                keyhouse_env(tmp / "baseline-data", admin, src=src),
+                tmp / "baseline.log",
+            )
         floor_env = child_env()
         fa = Server(
             "floors:fastapi_app, 2 workers (keyhouse.serving, as keyhouse)",
@@ -835,9 +908,11 @@ def main() -> int:
             tmp / "peer.log",
             cwd=PEER_DIR / "project",
         )
-        for s in (kh, fa, st, peer):
+        for s in (kh, base, fa, st, peer):
+            if s is None:
+                continue
             s.port = free_port()
-            if s is kh:
+            if s is kh or s is base:
                 s.argv[s.argv.index("--port") + 1] = str(s.port)
             elif s is peer:
                 s.argv += ["--bind", f"{HOST}:{s.port}"]
@@ -848,6 +923,8 @@ def main() -> int:
         for s in servers:
             s.wait_ready()
         sanity(kh, admin, accounts, [fa, st], peer, peer_key)
+        if base is not None:
+            sanity(base, admin, accounts, [], peer, peer_key)
 
         t = time.monotonic()
         log("GET /keys latency, sequential")
@@ -878,6 +955,7 @@ def main() -> int:
                 "/keys",
                 auth=f"Bearer {accounts['200']['key']}",
             ),
+            *baseline_targets(base, admin, accounts),
             Target("floor_fastapi", "floor: FastAPI empty GET /", fa, "/"),
             Target("floor_starlette", "floor: Starlette empty GET /", st, "/"),
             Target(
