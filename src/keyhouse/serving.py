@@ -1,14 +1,17 @@
 """``keyhouse serve --workers N``: N uvicorn processes, each with its own socket.
 
 uvicorn's own ``--workers`` shares one listening socket made without
-``IPPROTO_TCP``, so asyncio never sets ``TCP_NODELAY`` on its connections and
-every keep-alive response waits ~40 ms for the client's delayed ACK
-(https://github.com/encode/uvicorn/issues/3149; measured here: an empty
-endpoint at 727 req/s, p50 44 ms, the CPU 2% busy). With one shared socket the
-first worker to wake also takes most connections. Here each worker binds its
-own TCP socket with ``SO_REUSEPORT``: the kernel spreads connections over
-the workers, and asyncio sets ``TCP_NODELAY``. A worker that dies is
-started again; SIGTERM or SIGINT stops them all gracefully.
+``IPPROTO_TCP``: under asyncio's event loop, asyncio then never sets
+``TCP_NODELAY`` on its connections and every keep-alive response waits ~40 ms
+for the client's delayed ACK (https://github.com/encode/uvicorn/issues/3149;
+measured here: an empty endpoint at 727 req/s, p50 44 ms, the CPU 2% busy).
+uvloop, the loop uvicorn picks when it is installed, sets ``TCP_NODELAY`` on
+every connection whatever the socket (strace: ``setsockopt(TCP_NODELAY)``
+after each ``accept4``). With one shared socket the first worker to wake also
+takes most connections. Here each worker binds its own TCP socket with
+``SO_REUSEPORT``: the kernel spreads connections over the workers, and
+asyncio sets ``TCP_NODELAY``. A worker that dies is started again; SIGTERM or
+SIGINT stops them all gracefully.
 """
 
 from __future__ import annotations
