@@ -41,7 +41,7 @@ from keyhouse.limits.plan import current_period
 from keyhouse.limits.store import UsageRepository
 from keyhouse.runtime import Runtime
 from keyhouse.schemas import Name
-from keyhouse.serving import check_port, serve_workers
+from keyhouse.serving import check_port, serve_socket, serve_workers, tcp_socket
 from keyhouse.timeutil import format_ts, utcnow
 
 __all__ = ["app", "main"]
@@ -139,8 +139,6 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Migrate the database, then serve the API (logs go to stderr)."""
-    import uvicorn
-
     settings = _settings()
 
     async def _prepare() -> None:
@@ -187,9 +185,19 @@ def serve(
             fail(f"cannot listen on {host}:{port}: {exc.strerror}")
         serve_workers(host, port, workers, options)
     else:
+        # The worker's way, in this process: its own IPPROTO_TCP socket (bound
+        # here, so a taken port is one line and exit 1) and serve_socket.
+        try:
+            sock = tcp_socket(host, port, reuse_port=False)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}")
         from keyhouse.app import create_app
 
-        uvicorn.run(create_app(settings), **options)
+        print(
+            f"keyhouse: serving on http://{host}:{sock.getsockname()[1]} (pid {os.getpid()})",
+            file=sys.stderr,
+        )
+        serve_socket(sock, {**options, "app": create_app(settings)})
 
 
 @app.command("migrate")

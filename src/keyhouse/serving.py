@@ -1,18 +1,24 @@
-"""``keyhouse serve --workers N``: N uvicorn processes, each with its own socket.
+"""``keyhouse serve``: uvicorn on a socket of keyhouse's own, in one process or N.
 
 uvicorn's own ``--workers`` shares one listening socket made without
-``IPPROTO_TCP``, so asyncio never sets ``TCP_NODELAY`` on its connections and
-every keep-alive response waits ~40 ms for the client's delayed ACK
-(https://github.com/encode/uvicorn/issues/3149; measured here: an empty
-endpoint at 727 req/s, p50 44 ms, the CPU 2% busy). With one shared socket the
-first worker to wake also takes most connections. Here each worker binds its
-own TCP socket with ``SO_REUSEPORT``: the kernel spreads connections over
-the workers, and asyncio sets ``TCP_NODELAY``. A worker that dies is
-started again; SIGTERM or SIGINT stops them all gracefully.
+``IPPROTO_TCP``: under asyncio's event loop, asyncio then never sets
+``TCP_NODELAY`` on its connections and every keep-alive response waits ~40 ms
+for the client's delayed ACK (https://github.com/encode/uvicorn/issues/3149;
+measured here: an empty endpoint at 727 req/s, p50 44 ms, the CPU 2% busy).
+uvloop, the loop uvicorn picks when it is installed, sets ``TCP_NODELAY`` on
+every connection whatever the socket (strace: ``setsockopt(TCP_NODELAY)``
+after each ``accept4``). With one shared socket the first worker to wake also
+takes most connections. Here each worker binds its own TCP socket with
+``SO_REUSEPORT``: the kernel spreads connections over the workers, and
+asyncio sets ``TCP_NODELAY``. A worker that dies is started again; SIGTERM or
+SIGINT stops them all gracefully. ``keyhouse serve`` with one process binds
+the same socket (without ``SO_REUSEPORT``) and serves it with the same
+``serve_socket``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -23,7 +29,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-__all__ = ["check_port", "main", "serve_workers"]
+__all__ = ["check_port", "main", "serve_socket", "serve_workers", "tcp_socket"]
 
 _STOP_TIMEOUT = 30.0
 
@@ -46,12 +52,23 @@ def check_port(host: str, port: int) -> None:
 KEYHOUSE_APP = "keyhouse.app:app_from_env"
 
 
-def _worker(host: str, port: int, options: dict[str, Any]) -> None:
+def serve_socket(sock: socket.socket, options: dict[str, Any]) -> None:
+    """Serve ``options["app"]`` with uvicorn on ``sock`` until SIGTERM/SIGINT.
+
+    What each worker runs, and ``keyhouse serve`` in its one process: one way
+    to serve, so one process and a worker cannot drift apart (socket, event
+    loop, HTTP parser, log options).
+    """
     import uvicorn
 
-    sock = tcp_socket(host, port, reuse_port=True)
-    config = uvicorn.Config(**options)
-    uvicorn.Server(config).run(sockets=[sock])
+    # As uvicorn.run: after its graceful shutdown uvicorn raises the signal
+    # again, and SIGINT's default is KeyboardInterrupt (exit 130 from Typer).
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(uvicorn.Config(**options)).run(sockets=[sock])
+
+
+def _worker(host: str, port: int, options: dict[str, Any]) -> None:
+    serve_socket(tcp_socket(host, port, reuse_port=True), options)
 
 
 def serve_workers(
