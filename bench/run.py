@@ -325,9 +325,12 @@ def run_wrk(target: Target) -> dict[str, Any]:
     d = [b - a for a, b in zip(c0, c1, strict=True)]
     total = sum(d) or 1
     out["cpu_busy_pct"] = round(100 * (total - d[3] - d[4]) / total, 1)
-    # How the load split over the server's processes (its workers): CPU seconds each.
-    out["server_cpu_s"] = sorted(
-        (round(g1[pid] - g0.get(pid, 0.0), 2) for pid in g1 if pid != pgid), reverse=True
+    # How the load split over the server's processes (its workers, or the one
+    # process of plain `serve`): CPU seconds each, busiest first.
+    out["server_cpu_s"] = sorted((round(g1[pid] - g0.get(pid, 0.0), 2) for pid in g1), reverse=True)
+    # Server CPU per answered request: per core, whatever the process count.
+    out["cpu_us_per_request"] = round(
+        1e6 * sum(g1[pid] - g0.get(pid, 0.0) for pid in g1) / max(out["requests"], 1), 1
     )
     return out
 
@@ -345,6 +348,7 @@ def summarize_http(runs: list[dict[str, Any]]) -> dict[str, Any]:
             r["err_connect"] + r["err_read"] + r["err_write"] + r["err_timeout"] for r in runs
         ),
         "cpu_busy_pct": statistics.median(r["cpu_busy_pct"] for r in runs),
+        "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in runs),
         # The two busiest processes of the server (its 2 workers), CPU seconds per run.
         "worker_cpu_s": [
             round(statistics.median((r["server_cpu_s"] + [0.0, 0.0])[i] for r in runs), 2)
@@ -395,10 +399,10 @@ def baseline_src(ref: str, into: Path) -> Path:
     return into / "src"
 
 
-def keyhouse_server(name: str, env: dict[str, str], log_path: Path) -> Server:
-    """``keyhouse serve --workers 2`` with ``env`` (its PYTHONPATH says which src)."""
+def keyhouse_server(name: str, env: dict[str, str], log_path: Path, workers: int = 2) -> Server:
+    """``keyhouse serve --workers N`` with ``env`` (its PYTHONPATH says which src)."""
     argv = [sys.executable, "-m", "keyhouse", "serve", "--host", HOST, "--port", "0"]
-    return Server(name, [*argv, "--workers", "2"], env, 0, "/healthz", log_path)
+    return Server(name, [*argv, "--workers", str(workers)], env, 0, "/healthz", log_path)
 
 
 def in_process_phase(tmp: Path, admin_token: str, results: dict[str, Any]) -> None:
@@ -681,6 +685,9 @@ def compute(results: dict[str, Any]) -> None:
         ),
     }
     r = results["ratios"]
+    r["server CPU per POST /verify: serve (1 process) / --workers 2"] = ratio(
+        h["kh1_verify"]["cpu_us_per_request"], h["kh_verify"]["cpu_us_per_request"]
+    )
     hit = results["inprocess"]["cache_hit"]["median_per_s"]
     p50_10k = results["list_latency"]["10000"]["p50_ms"]
     lu = results["last_used"]
@@ -715,6 +722,15 @@ def compute(results: dict[str, Any]) -> None:
             + f") <= {lu['median_goal_max_rows']:g}",
         ),
     ]
+    per_request = r["server CPU per POST /verify: serve (1 process) / --workers 2"]
+    verdicts.append(
+        (
+            "serve (1 process) CPU per POST /verify <= 1.05x that of --workers 2",
+            per_request <= 1.05,
+            f"{h['kh1_verify']['cpu_us_per_request']:.0f} vs "
+            f"{h['kh_verify']['cpu_us_per_request']:.0f} us = {per_request:.2f}x",
+        )
+    )
     if "base_verify" in h:
         for key, label in (
             ("verify", "POST /verify"),
@@ -756,7 +772,7 @@ def table(results: dict[str, Any]) -> str:
     out += [
         "",
         f"{'HTTP (wrk)':44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'req/s min-max':>17}"
-        f" {'non-2xx':>8} {'sock err':>8} {'CPU %':>6}  worker CPU s",
+        f" {'non-2xx':>8} {'sock err':>8} {'CPU %':>6} {'us CPU/req':>10}  worker CPU s",
     ]
     for t in results["http"].values():
         m = t["median"]
@@ -764,10 +780,13 @@ def table(results: dict[str, Any]) -> str:
             f"  {t['label']:42} {m['rps']:>10,.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f}"
             f" {m['rps_min']:>8,.0f}-{m['rps_max']:<8,.0f} {m['non_2xx']:>8}"
             f" {m['socket_errors']:>8}"
-            f" {m['cpu_busy_pct']:>6.0f}  {m['worker_cpu_s'][0]:.1f} + {m['worker_cpu_s'][1]:.1f}"
+            f" {m['cpu_busy_pct']:>6.0f} {m['cpu_us_per_request']:>10.0f}"
+            f"  {m['worker_cpu_s'][0]:.1f} + {m['worker_cpu_s'][1]:.1f}"
         )
     out.append(
-        "  (CPU %: the whole machine, wrk included; worker CPU s: CPU seconds of the server's"
+        "  (CPU %: the whole machine, wrk included; us CPU/req: the server's CPU time per"
+        " request, all its processes;"
+        "\n   worker CPU s: CPU seconds of the server's"
         " two busiest processes per run)"
     )
     out += ["", "Ratios (req/s)"]
@@ -842,6 +861,15 @@ def main() -> int:
         phases["setup_s"] = round(time.monotonic() - t, 1)
 
         kh = keyhouse_server("keyhouse serve --workers 2", kh_env, tmp / "keyhouse.log")
+        # Plain `serve` (one process) on a copy of the same data: is one process
+        # as fast per core as each worker?
+        shutil.copytree(tmp / "keyhouse", tmp / "single-data")
+        kh1 = keyhouse_server(
+            "keyhouse serve (one process)",
+            keyhouse_env(tmp / "single-data", admin),
+            tmp / "keyhouse-single.log",
+            workers=1,
+        )
         base: Server | None = None
         if BASELINE:
             # The same data (a copy: two servers, two SQLite files), the
@@ -908,11 +936,11 @@ def main() -> int:
             tmp / "peer.log",
             cwd=PEER_DIR / "project",
         )
-        for s in (kh, base, fa, st, peer):
+        for s in (kh, kh1, base, fa, st, peer):
             if s is None:
                 continue
             s.port = free_port()
-            if s is kh or s is base:
+            if s is kh or s is kh1 or s is base:
                 s.argv[s.argv.index("--port") + 1] = str(s.port)
             elif s is peer:
                 s.argv += ["--bind", f"{HOST}:{s.port}"]
@@ -954,6 +982,15 @@ def main() -> int:
                 kh,
                 "/keys",
                 auth=f"Bearer {accounts['200']['key']}",
+            ),
+            Target(
+                "kh1_verify",
+                "keyhouse serve (1 process) POST /verify",
+                kh1,
+                "/verify",
+                "POST",
+                f"Bearer {admin}",
+                json.dumps({"key": accounts["1"]["key"]}),
             ),
             *baseline_targets(base, admin, accounts),
             Target("floor_fastapi", "floor: FastAPI empty GET /", fa, "/"),
