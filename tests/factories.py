@@ -1,22 +1,40 @@
-"""Factories: rows made through the real services, committed like a request."""
+"""Factories: rows made through the real services, committed like a request.
+
+``insert_key`` and ``bare_account`` are the exception: rows written as given
+(a chosen ``created_at``, no first key), for tests of the repositories'
+statements.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from keyhouse import errors
+from keyhouse.accounts.schemas import LimitsUpdate
 from keyhouse.accounts.service import AccountService
 from keyhouse.audit.service import CLI
 from keyhouse.db.notify import ChangeListener
 from keyhouse.environments.service import EnvironmentService
+from keyhouse.ids import new_id
 from keyhouse.keys.schemas import KeyType
 from keyhouse.keys.service import IssuedKey, KeyService
-from keyhouse.models import ApiKey, Environment
+from keyhouse.models import Account, ApiKey, Environment, Event
 from keyhouse.runtime import Runtime
+from keyhouse.timeutil import utcnow
+
+ModelT = TypeVar("ModelT")
+ErrorT = TypeVar("ErrorT", bound=errors.KeyhouseError)
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,14 @@ async def create_key(
             environment_id=environment_id,
             expires_at=expires_at,
             actor=CLI,
+        )
+
+
+async def set_limits(runtime: Runtime, account_id: str, **limits: Any) -> None:
+    """Change an account's plan (``maxKeys=3``, ...) as the operator does."""
+    async with runtime.db.session(write=True) as session:
+        await AccountService(session, runtime).update(
+            account_id, limits=LimitsUpdate(**limits), actor=CLI
         )
 
 
@@ -142,3 +168,99 @@ def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     if status == 401:
         assert response.headers["www-authenticate"].startswith("Bearer")
     return body
+
+
+@contextmanager
+def raises(error: type[ErrorT], code: str) -> Iterator[pytest.ExceptionInfo[ErrorT]]:
+    """Expect exactly ``error`` (not a subclass of it) carrying ``code``.
+
+    The class is what the CLI and the error handler see, the code what a
+    client sees; both are part of a service's contract.
+    """
+    __tracebackhide__ = True
+    with pytest.raises(error) as caught:
+        yield caught
+    raised = type(caught.value)
+    assert raised is error, f"raised {raised.__name__}, expected {error.__name__}"
+    assert caught.value.code == code, f"code {caught.value.code!r}, expected {code!r}"
+
+
+class RolledBack(Exception):
+    """Raised at the end of a ``rolled_back`` block to undo its transaction."""
+
+
+@asynccontextmanager
+async def rolled_back(runtime: Runtime) -> AsyncIterator[AsyncSession]:
+    """A write session whose transaction is rolled back when the block ends.
+
+    What a request does when its handler fails after a service call: what
+    the services did in the session must then leave no trace.
+    """
+    try:
+        async with runtime.db.session(write=True) as session:
+            yield session
+            raise RolledBack
+    except RolledBack:
+        pass
+
+
+async def committed(runtime: Runtime, model: type[ModelT], ident: Any) -> ModelT | None:
+    """The row as another session sees it: only what was committed."""
+    async with runtime.db.session(write=False) as session:
+        row: ModelT | None = await session.get(model, ident)
+        return row
+
+
+async def committed_events(runtime: Runtime, account_id: str) -> list[Event]:
+    """The account's committed audit events, oldest first."""
+    async with runtime.db.session(write=False) as session:
+        result = await session.scalars(
+            select(Event).where(Event.account_id == account_id).order_by(Event.id)
+        )
+        return list(result.all())
+
+
+async def bare_account(runtime: Runtime, **limits: Any) -> str:
+    """An account row with the given plan columns and nothing else (no key, no event)."""
+    account_id, created_at = new_id("acc")
+    async with runtime.db.session(write=True) as session:
+        session.add(Account(id=account_id, name="Bare", created_at=created_at, **limits))
+    return account_id
+
+
+def insert_key(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    key_type: KeyType = "secret",
+    environment_id: str | None = None,
+    revoked: bool = False,
+    expires_at: datetime | None = None,
+    created_at: datetime | None = None,
+    key_id: str | None = None,
+) -> ApiKey:
+    """A key row as given, added to ``session`` (not flushed).
+
+    Its hash is of the id and its ciphertext is not one: repository
+    statements never read either for meaning, and no key string exists.
+    """
+    new_key_id, made_at = new_id("key")
+    key_id = key_id or new_key_id
+    row = ApiKey(
+        id=key_id,
+        account_id=account_id,
+        environment_id=environment_id,
+        key_type=key_type,
+        name="inserted",
+        key_hash=hashlib.sha256(key_id.encode()).digest(),
+        key_ciphertext=b"not a ciphertext",
+        enc_kid="none",
+        key_hint="sk_…none",
+        revoked=revoked,
+        revoked_at=utcnow() if revoked else None,
+        expires_at=expires_at,
+        created_at=created_at or made_at,
+        imported=False,
+    )
+    session.add(row)
+    return row
