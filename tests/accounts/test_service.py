@@ -25,6 +25,7 @@ from tests.factories import (
     committed,
     committed_events,
     create_account,
+    notification_count,
     notified,
     raises,
     rolled_back,
@@ -157,7 +158,7 @@ class TestUpdate:
     async def test_a_plan_change_drops_cached_keys_here_and_in_every_process(
         self, runtime: Runtime, name: str | None, limits: LimitsUpdate | None, clears: bool
     ) -> None:
-        heard = runtime.change_listener.notifications
+        heard = notification_count(runtime)
         acc = await create_account(runtime, "Acme")
         # PostgreSQL: the creation's NOTIFY would drop the entry made below.
         await notified(runtime, heard)
