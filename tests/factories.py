@@ -13,7 +13,7 @@ from keyhouse.accounts.service import AccountService
 from keyhouse.audit.service import CLI
 from keyhouse.db.notify import ChangeListener
 from keyhouse.environments.service import EnvironmentService
-from keyhouse.keys.schemas import KeyType
+from keyhouse.keys.format import KeyType
 from keyhouse.keys.service import IssuedKey, KeyService
 from keyhouse.models import ApiKey, Environment
 from keyhouse.runtime import Runtime

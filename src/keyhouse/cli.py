@@ -34,11 +34,11 @@ from keyhouse.db.migrate import migrate
 from keyhouse.environments.schemas import Environment
 from keyhouse.environments.service import EnvironmentService
 from keyhouse.keys.crypto import load_keyring
-from keyhouse.keys.format import KeyFormat
-from keyhouse.keys.schemas import KeyType
+from keyhouse.keys.format import KeyFormat, KeyType
+from keyhouse.keys.schemas import DEFAULT_ROLL_GRACE_SECONDS, MAX_ROLL_GRACE_SECONDS
 from keyhouse.keys.service import KeyService
 from keyhouse.limits.plan import current_period
-from keyhouse.limits.store import UsageRepository
+from keyhouse.limits.repository import UsageRepository
 from keyhouse.runtime import Runtime
 from keyhouse.schemas import Name
 from keyhouse.serving import check_port, serve_workers
@@ -363,9 +363,12 @@ def key_roll(
     grace: Annotated[
         int,
         typer.Option(
-            "--grace", min=0, max=604_800, help="Seconds the old key keeps working (0-604800)."
+            "--grace",
+            min=0,
+            max=MAX_ROLL_GRACE_SECONDS,
+            help=f"Seconds the old key keeps working (0-{MAX_ROLL_GRACE_SECONDS}).",
         ),
-    ] = 86_400,
+    ] = DEFAULT_ROLL_GRACE_SECONDS,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace a key with a new one; the old one works for the grace period."""

@@ -55,7 +55,7 @@ class TestOneHandler:
             if included is not None:
                 pending.extend(included.routes)
             elif isinstance(route, APIRoute):
-                routes.update({(method, route.path): route for method in route.methods})
+                routes.update({(method, route.path): route for method in route.methods or ()})
         for where, handler in table.items():
             route = routes[where]
             assert isinstance(route, DirectRoute)

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "RANDOM_LEN",
     "KeyFormat",
+    "KeyType",
     "ParsedKey",
     "base62",
     "checksum",

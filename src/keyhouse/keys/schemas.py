@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType
 from keyhouse.schemas import Name, NotNull, Schema, omittable
 
-__all__ = ["ApiKey", "CreateKeyRequest", "KeyType", "ListKeysQuery", "ListKeysResponse"]
+__all__ = [
+    "DEFAULT_ROLL_GRACE_SECONDS",
+    "MAX_ROLL_GRACE_SECONDS",
+    "ApiKey",
+    "CreateKeyRequest",
+    "ImportKeyRequest",
+    "ListKeysQuery",
+    "ListKeysResponse",
+    "RenameKeyRequest",
+    "RollKeyRequest",
+]
 
-KeyType = Literal["secret", "public"]
+# How long a rolled key keeps working, in seconds: a day unless the caller
+# says otherwise, at most a week (the API, the CLI and the service share these).
+DEFAULT_ROLL_GRACE_SECONDS = 86_400
+MAX_ROLL_GRACE_SECONDS = 604_800
 
 
 class ListKeysQuery(BaseModel):
@@ -88,9 +102,9 @@ class RenameKeyRequest(Schema):
 
 class RollKeyRequest(Schema):
     expiresInSeconds: int = Field(
-        default=86_400,
+        default=DEFAULT_ROLL_GRACE_SECONDS,
         ge=0,
-        le=604_800,
+        le=MAX_ROLL_GRACE_SECONDS,
         description="How long the old key keeps working (0: stops at once; default one day).",
     )
 
@@ -99,8 +113,11 @@ class ImportKeyRequest(Schema):
     """An existing key from another system, stored hashed and encrypted."""
 
     key: str = Field(
-        pattern=r"^[A-Za-z0-9._~-]{20,200}$",
-        description="The key exactly as your users hold it: 20-200 URL-safe characters.",
+        pattern=rf"^[A-Za-z0-9._~-]{{{IMPORTED_KEY_MIN_LENGTH},{MAX_KEY_LENGTH}}}$",
+        description=(
+            "The key exactly as your users hold it: "
+            f"{IMPORTED_KEY_MIN_LENGTH}-{MAX_KEY_LENGTH} URL-safe characters."
+        ),
     )
     name: Name
     keyType: KeyType

@@ -22,10 +22,10 @@ from keyhouse.db.notify import CLEAR_CACHE_AFTER_COMMIT, INVALIDATE_AFTER_COMMIT
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
 from keyhouse.keys.crypto import hash_key
-from keyhouse.keys.format import Kind
+from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.repository import KeyRepository, KeyView
-from keyhouse.keys.schemas import KeyType
-from keyhouse.keys.verify import MAX_KEY_LENGTH, Caller
+from keyhouse.keys.schemas import DEFAULT_ROLL_GRACE_SECONDS, MAX_ROLL_GRACE_SECONDS
+from keyhouse.keys.verify import Caller
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_stored_ts, format_ts, utcnow
@@ -35,9 +35,6 @@ __all__ = ["Caller", "IssuedKey", "KeyService", "invalidate_after_commit"]
 # A key that expires within this horizon does not count as the account's
 # remaining way in when the last-key guard decides.
 LAST_KEY_HORIZON = timedelta(hours=1)
-DEFAULT_ROLL_GRACE_SECONDS = 86_400
-
-MAX_ROLL_GRACE_SECONDS = 604_800
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +113,10 @@ class KeyService:
         A string in our own format whose checksum fails would be refused as
         malformed before any lookup, so it cannot be imported.
         """
-        if not 20 <= len(key) <= MAX_KEY_LENGTH:
+        if not IMPORTED_KEY_MIN_LENGTH <= len(key) <= MAX_KEY_LENGTH:
             raise errors.BadRequest(
-                "An imported key is 20 to 200 characters.", fix="Check the key you are importing."
+                f"An imported key is {IMPORTED_KEY_MIN_LENGTH} to {MAX_KEY_LENGTH} characters.",
+                fix="Check the key you are importing.",
             )
         if self.runtime.key_format.parse(key).kind is Kind.MALFORMED:
             raise errors.BadRequest(
@@ -336,7 +334,10 @@ class KeyService:
         if not 0 <= grace_seconds <= MAX_ROLL_GRACE_SECONDS:
             raise errors.BadRequest(
                 f"expiresInSeconds is 0 to {MAX_ROLL_GRACE_SECONDS}.",
-                fix="Send a grace period in seconds between 0 and 604800 (7 days).",
+                fix=(
+                    "Send a grace period in seconds between 0 and "
+                    f"{MAX_ROLL_GRACE_SECONDS} (7 days)."
+                ),
             )
         row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
         now = utcnow()

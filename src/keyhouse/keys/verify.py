@@ -23,21 +23,18 @@ from sqlalchemy import update
 from keyhouse import errors
 from keyhouse.audit.service import Actor, AuditService
 from keyhouse.keys.crypto import hash_key
-from keyhouse.keys.format import Kind
+from keyhouse.keys.format import MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.repository import KeyRepository
-from keyhouse.keys.schemas import KeyType
 from keyhouse.limits.plan import Plan
 from keyhouse.logs import get_logger
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import utcnow
 
-__all__ = ["MAX_KEY_LENGTH", "Caller", "KeyRecord", "Verdict", "Verifier", "bearer_of"]
+__all__ = ["Caller", "KeyRecord", "Verdict", "Verifier", "bearer_of"]
 
 log = get_logger("keyhouse.verify")
 
-# No key we issue or import is longer; a longer string is not looked up.
-MAX_KEY_LENGTH = 200
 # A longer Authorization header is refused before any lookup.
 MAX_AUTHORIZATION_LENGTH = 1024
 

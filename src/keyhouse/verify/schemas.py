@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from keyhouse.keys.schemas import KeyType
+from keyhouse.keys.format import KeyType
 from keyhouse.schemas import Schema, omittable
 
 __all__ = ["VerifyRequest", "VerifyResponse"]
