@@ -35,6 +35,7 @@ from keyhouse.environments.schemas import Environment
 from keyhouse.environments.service import EnvironmentService
 from keyhouse.keys.crypto import load_keyring
 from keyhouse.keys.format import KeyFormat, KeyType
+from keyhouse.keys.presenter import issued_key_object, key_object
 from keyhouse.keys.schemas import DEFAULT_ROLL_GRACE_SECONDS, MAX_ROLL_GRACE_SECONDS
 from keyhouse.keys.service import KeyService
 from keyhouse.limits.plan import current_period
@@ -293,7 +294,7 @@ def key_create(
         issued = await service.create(
             account, name=name, key_type=typed, environment_id=environment, actor=CLI
         )
-        return service.to_object(issued.row)
+        return issued_key_object(runtime, issued.row)
 
     result = with_session(settings, work)
     if as_json:
@@ -348,7 +349,7 @@ def key_revoke(
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.revoke(None, key_id, force=force, actor=CLI)
-        return service.to_object(row, reveal=runtime.settings.list_reveals_keys)
+        return key_object(runtime, row)
 
     result = with_session(settings, work)
     if as_json:
@@ -377,7 +378,7 @@ def key_roll(
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         issued = await service.roll(None, key_id, grace_seconds=grace, actor=CLI)
-        return service.to_object(issued.row)
+        return issued_key_object(runtime, issued.row)
 
     result = with_session(settings, work)
     if as_json:
@@ -400,7 +401,7 @@ def key_rename(
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.rename(None, key_id, name, actor=CLI)
-        return service.to_object(row, reveal=runtime.settings.list_reveals_keys)
+        return key_object(runtime, row)
 
     result = with_session(settings, work)
     if as_json:

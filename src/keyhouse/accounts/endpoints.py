@@ -14,7 +14,7 @@ from keyhouse.accounts.schemas import (
 )
 from keyhouse.accounts.service import AccountService
 from keyhouse.http.pipeline import AdminActorDep, RuntimeDep, SecretCallerDep, SessionDep
-from keyhouse.keys.service import KeyService
+from keyhouse.keys.presenter import issued_key_object
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 from keyhouse.timeutil import format_ts, utcnow
@@ -38,7 +38,7 @@ async def create_account(
     """Creates an account and its first account-wide secret key, returned in
     full. Limits left out take the operator's defaults. Needs an admin token."""
     new = await AccountService(session, runtime).create(body.name, limits=body.limits, actor=actor)
-    key = KeyService(session, runtime).to_object(new.key.row)
+    key = issued_key_object(runtime, new.key.row)
     return JSONResponse(
         {"account": Account.from_row(new.account).to_json(), "key": key}, status_code=201
     )

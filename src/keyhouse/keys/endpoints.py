@@ -23,6 +23,7 @@ from keyhouse.http.pipeline import (
     read_query,
     request_session,
 )
+from keyhouse.keys.presenter import issued_key_object, key_object
 from keyhouse.keys.schemas import (
     ApiKey,
     CreateKeyRequest,
@@ -109,7 +110,7 @@ async def create_key(
         caller=caller,
         actor=actor,
     )
-    return JSONResponse(service.to_object(issued.row), status_code=201)
+    return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)
 
 
 @router.get(
@@ -125,7 +126,7 @@ async def get_key(
     environment-scoped caller, of another environment) is `404 not_found`."""
     service = KeyService(session, runtime)
     row = await service.get(caller.account_id, key_id, scope_environment_id=caller.environment_id)
-    return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))
+    return JSONResponse(key_object(runtime, row))
 
 
 @router.post(
@@ -157,7 +158,7 @@ async def revoke_key(
         force=force,
         actor=actor,
     )
-    return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))
+    return JSONResponse(key_object(runtime, row))
 
 
 @router.patch(
@@ -184,7 +185,7 @@ async def rename_key(
         scope_environment_id=caller.environment_id,
         actor=actor,
     )
-    return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))
+    return JSONResponse(key_object(runtime, row))
 
 
 @router.post(
@@ -216,7 +217,7 @@ async def roll_key(
         scope_environment_id=caller.environment_id,
         actor=actor,
     )
-    return JSONResponse(service.to_object(issued.row), status_code=201)
+    return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)
 
 
 @admin_router.post(
@@ -246,4 +247,4 @@ async def import_key(
         environment_id=body.environmentId,
         actor=actor,
     )
-    return JSONResponse(service.to_object(issued.row), status_code=201)
+    return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)

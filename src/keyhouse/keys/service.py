@@ -8,7 +8,6 @@ with a key string in it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,12 +22,13 @@ from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
 from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType, Kind
-from keyhouse.keys.repository import KeyRepository, KeyView
+from keyhouse.keys.presenter import key_objects
+from keyhouse.keys.repository import KeyRepository
 from keyhouse.keys.schemas import DEFAULT_ROLL_GRACE_SECONDS, MAX_ROLL_GRACE_SECONDS
 from keyhouse.keys.verify import Caller
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
-from keyhouse.timeutil import format_stored_ts, format_ts, utcnow
+from keyhouse.timeutil import format_ts, utcnow
 
 __all__ = ["Caller", "IssuedKey", "KeyService", "invalidate_after_commit"]
 
@@ -235,11 +235,10 @@ class KeyService:
         revoked: bool | None = None,
         reveal: bool | None = None,
     ) -> list[dict[str, Any]]:
-        """The account's key objects, newest first (``GET /keys``: its route and
-        its fast path both answer with these).
+        """The account's key objects, newest first (``GET /keys``).
 
-        A scoped caller sees only its environment. ``reveal`` None: full keys
-        unless the operator masks them (``KEYHOUSE_LIST_REVEALS_KEYS``).
+        A scoped caller sees only its environment. ``reveal`` None: as
+        ``keys.presenter`` decides for existing keys.
         """
         if scope_environment_id is not None:
             if environment_id is not None and environment_id != scope_environment_id:
@@ -248,9 +247,7 @@ class KeyService:
         rows = await self.repo.list(
             account_id, environment_id=environment_id, key_type=key_type, revoked=revoked
         )
-        if reveal is None:
-            reveal = self.runtime.settings.list_reveals_keys
-        return self.to_objects(account_id, rows, reveal=reveal)
+        return key_objects(self.runtime, account_id, rows, reveal=reveal)
 
     async def get(
         self, account_id: str | None, key_id: str, *, scope_environment_id: str | None = None
@@ -374,82 +371,6 @@ class KeyService:
         )
         await self.repo.flush()
         return issued
-
-    # -- presentation ---------------------------------------------------------
-
-    def to_object(self, row: KeyView, *, reveal: bool = True) -> dict[str, Any]:
-        """The seed's key object; optional members are left out, never null."""
-        # One way to build a key object: the listing's, fed this row's columns.
-        columns = (
-            row.id,
-            row.environment_id,
-            row.key_type,
-            row.name,
-            row.key_ciphertext,
-            row.enc_kid,
-            row.key_hint,
-            row.revoked,
-            row.created_at,
-            row.last_used_at,
-            row.expires_at,
-        )
-        return self.to_objects(row.account_id, [columns], reveal=reveal)[0]
-
-    def to_objects(
-        self, account_id: str, rows: Sequence[Sequence[Any]], *, reveal: bool
-    ) -> list[dict[str, Any]]:
-        """Key objects of one account from rows in _VIEW_COLUMNS' order (keys/repository.py).
-
-        The per-key work of a listing (10,000 keys: most of a request), as
-        one loop with local names. The key strings are decrypted first, in
-        one call (``Keyring.decrypt_many``).
-        """
-        # Unpacked by position in _VIEW_COLUMNS' order: reading a Row by
-        # attribute name cost ~0.3 us a member, most of the per-key time.
-        plain = iter(
-            self.runtime.keyring.decrypt_many(
-                (row[5], row[4], row[0]) for row in rows if reveal or row[2] == "public"
-            )
-        )
-        pending_of = self.runtime.last_used.pending_lookup()
-        stamp = format_stored_ts
-        out = []
-        for (
-            key_id,
-            environment_id,
-            key_type,
-            name,
-            _ciphertext,
-            _enc_kid,
-            key_hint,
-            revoked,
-            created_at,
-            stored_last_used,
-            expires_at,
-        ) in rows:
-            obj: dict[str, Any] = {
-                "id": key_id,
-                "key": next(plain) if reveal or key_type == "public" else key_hint,
-                "keyType": key_type,
-            }
-            if environment_id is not None:
-                obj["environmentId"] = environment_id
-            obj["accountId"] = account_id
-            obj["name"] = name
-            obj["revoked"] = bool(revoked)
-            obj["createdAt"] = stamp(created_at)
-            last_used = None if stored_last_used is None else stamp(stored_last_used)
-            pending = pending_of(key_id)
-            if pending is not None:
-                pending_text = format_ts(pending)
-                if last_used is None or pending_text > last_used:
-                    last_used = pending_text
-            if last_used is not None:
-                obj["lastUsedAt"] = last_used
-            if expires_at is not None:
-                obj["expiresAt"] = stamp(expires_at)
-            out.append(obj)
-        return out
 
 
 def invalidate_after_commit(session: AsyncSession, runtime: Runtime) -> None:
