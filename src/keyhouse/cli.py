@@ -40,10 +40,11 @@ from keyhouse.keys.schemas import DEFAULT_ROLL_GRACE_SECONDS, MAX_ROLL_GRACE_SEC
 from keyhouse.keys.service import KeyService
 from keyhouse.limits.plan import current_period
 from keyhouse.limits.repository import UsageRepository
+from keyhouse.limits.service import usage_object
 from keyhouse.runtime import Runtime
 from keyhouse.schemas import Name
 from keyhouse.serving import check_port, serve_workers
-from keyhouse.timeutil import format_ts, utcnow
+from keyhouse.timeutil import utcnow
 
 __all__ = ["app", "main"]
 
@@ -510,11 +511,11 @@ def account_usage(
         used = await UsageRepository(session, is_sqlite=runtime.db.is_sqlite).get(
             account, period.key
         )
-        out: dict[str, Any] = {"accountId": account, "period": period.key, "requests": used}
-        if row.monthly_requests is not None:
-            out["limit"] = row.monthly_requests
-        out["resetsAt"] = format_ts(period.end)
-        return out
+        return {
+            "accountId": account,
+            "period": period.key,
+            **usage_object(used, period, limit=row.monthly_requests),
+        }
 
     result = with_session(settings, work)
     if as_json:

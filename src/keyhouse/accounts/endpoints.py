@@ -15,9 +15,10 @@ from keyhouse.accounts.schemas import (
 from keyhouse.accounts.service import AccountService
 from keyhouse.http.pipeline import AdminActorDep, RuntimeDep, SecretCallerDep, SessionDep
 from keyhouse.keys.presenter import issued_key_object
+from keyhouse.limits.service import usage_object
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
-from keyhouse.timeutil import format_ts, utcnow
+from keyhouse.timeutil import utcnow
 
 __all__ = ["account_router", "admin_router"]
 
@@ -108,9 +109,6 @@ async def my_account(
     row = await AccountService(session, runtime).get(caller.account_id)
     body = Account.from_row(row).to_json()
     used, period = await runtime.limiter.used(caller.account_id, utcnow())
-    body["usage"] = {
-        "requests": used,
-        "periodStart": format_ts(period.start),
-        "resetsAt": format_ts(period.end),
-    }
+    # The plan's limit is in the account's own `limits` member.
+    body["usage"] = usage_object(used, period, period_start=True)
     return JSONResponse(body)

@@ -10,6 +10,7 @@ from typing import Any
 
 from keyhouse.audit.service import Actor
 from keyhouse.keys.verify import Verifier
+from keyhouse.limits.service import usage_object
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
 
@@ -34,11 +35,9 @@ async def verify_key(runtime: Runtime, key: str, actor: Actor | None) -> dict[st
                 "remaining": rate.remaining,
                 "reset": rate.reset,
             }
-        usage: dict[str, Any] = {"requests": admission.used}
-        if record.plan.monthly_requests is not None:
-            usage["limit"] = record.plan.monthly_requests
-        usage["resetsAt"] = format_ts(admission.period.end)
-        extra["usage"] = usage
+        extra["usage"] = usage_object(
+            admission.used, admission.period, limit=record.plan.monthly_requests
+        )
     if record is not None:
         out["keyId"] = record.id
         out["accountId"] = record.account_id
