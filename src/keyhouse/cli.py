@@ -33,6 +33,7 @@ from keyhouse.config import Settings, load_settings, settings_error_line
 from keyhouse.db.migrate import migrate
 from keyhouse.environments.schemas import Environment
 from keyhouse.environments.service import EnvironmentService
+from keyhouse.keys import changes
 from keyhouse.keys.crypto import load_keyring
 from keyhouse.keys.format import KeyFormat, KeyType
 from keyhouse.keys.presenter import issued_key_object, key_object
@@ -112,7 +113,7 @@ def with_session(settings: Settings, work: Callable[[AsyncSession, Runtime], Awa
         await migrate(settings)
         runtime = Runtime.build(settings)
         try:
-            async with runtime.db.session(write=True) as session:
+            async with changes.session(runtime, write=True) as session:
                 return await work(session, runtime)
         finally:
             await runtime.close()
@@ -242,7 +243,6 @@ def environment_create(
     name = _name(name)
 
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
-        await AccountService(session, runtime).get(account)
         row = await EnvironmentService(session).create(account, name, actor=CLI)
         return Environment.from_row(row).model_dump()
 
@@ -290,9 +290,7 @@ def key_create(
     typed: KeyType = "secret" if key_type == "secret" else "public"
 
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
-        await AccountService(session, runtime).get(account)
-        service = KeyService(session, runtime)
-        issued = await service.create(
+        issued = await KeyService(session, runtime).create(
             account, name=name, key_type=typed, environment_id=environment, actor=CLI
         )
         return issued_key_object(runtime, issued.row)

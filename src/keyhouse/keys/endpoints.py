@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from keyhouse.accounts.service import AccountService
 from keyhouse.http.pipeline import (
     AdminActorDep,
     DirectRoute,
@@ -237,9 +236,7 @@ async def import_key(
     """Stores a key issued by another system (hashed and encrypted, like
     keyhouse's own), so operators can migrate without re-issuing keys.
     Imported keys authenticate like native ones. Needs an admin token."""
-    await AccountService(session, runtime).get(account_id)
-    service = KeyService(session, runtime)
-    issued = await service.import_key(
+    issued = await KeyService(session, runtime).import_key(
         account_id,
         body.key,
         name=body.name,

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
 from keyhouse.audit.service import Actor, AuditService
-from keyhouse.db.notify import CLEAR_CACHE_AFTER_COMMIT, INVALIDATE_AFTER_COMMIT
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
+from keyhouse.keys.changes import mark_changed
 from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.presenter import key_objects
@@ -30,7 +30,7 @@ from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["Caller", "IssuedKey", "KeyService", "invalidate_after_commit"]
+__all__ = ["Caller", "IssuedKey", "KeyService"]
 
 # A key that expires within this horizon does not count as the account's
 # remaining way in when the last-key guard decides.
@@ -69,7 +69,9 @@ class KeyService:
         """Issue a key. ``caller`` (None for the operator or the CLI) limits the scope.
 
         ``check_limit`` False is for an account's first key, made with the account.
+        An unknown account is 404 not_found.
         """
+        await self._check_account(account_id)
         if caller is not None and caller.environment_id is not None:
             if environment_id is None:
                 environment_id = caller.environment_id
@@ -111,8 +113,10 @@ class KeyService:
         """Store an existing key from another system, hashed and encrypted.
 
         A string in our own format whose checksum fails would be refused as
-        malformed before any lookup, so it cannot be imported.
+        malformed before any lookup, so it cannot be imported. An unknown
+        account is 404 not_found, before the key is looked at.
         """
+        await self._check_account(account_id)
         if not IMPORTED_KEY_MIN_LENGTH <= len(key) <= MAX_KEY_LENGTH:
             raise errors.BadRequest(
                 f"An imported key is {IMPORTED_KEY_MIN_LENGTH} to {MAX_KEY_LENGTH} characters.",
@@ -161,6 +165,10 @@ class KeyService:
                 ),
             )
 
+    async def _check_account(self, account_id: str) -> None:
+        if await self.accounts.get(account_id) is None:
+            raise errors.AccountNotFound()
+
     async def _check_environment(self, account_id: str, environment_id: str | None) -> None:
         if environment_id is None:
             return
@@ -170,20 +178,10 @@ class KeyService:
                 fix="List environments with GET /environments and use one of their ids.",
             )
 
-    def _changed(self, row: ApiKey) -> None:
-        """Drop the key from this process's cache now and again after the commit.
-
-        Now, so this process stops using the old state at once; after the
-        commit (``invalidate_after_commit``), so a lookup that ran between
-        the two cannot leave the old state cached.
-        """
-        self.runtime.cache.invalidate(row.key_hash)
-        self.session.info.setdefault(INVALIDATE_AFTER_COMMIT, set()).add(row.key_hash)
-
     def _record(
         self, type_: str, row: ApiKey, actor: Actor, data: dict[str, Any] | None = None
     ) -> None:
-        self._changed(row)
+        mark_changed(self.session, self.runtime, row.key_hash)
         self.audit.record(
             type_,
             account_id=row.account_id,
@@ -371,11 +369,3 @@ class KeyService:
         )
         await self.repo.flush()
         return issued
-
-
-def invalidate_after_commit(session: AsyncSession, runtime: Runtime) -> None:
-    """Call once the session committed: drops the keys it changed from the cache."""
-    for key_hash in session.info.pop(INVALIDATE_AFTER_COMMIT, ()):
-        runtime.cache.invalidate(key_hash)
-    if session.info.pop(CLEAR_CACHE_AFTER_COMMIT, False):
-        runtime.cache.clear()

@@ -22,6 +22,7 @@ from sqlalchemy import update
 
 from keyhouse import errors
 from keyhouse.audit.service import Actor, AuditService
+from keyhouse.keys import changes
 from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.repository import KeyRepository
@@ -144,8 +145,7 @@ class Verifier:
         # Checked against the clock on every use, never cached.
         if record.expires_at is not None and record.expires_at <= now:
             if not record.expiry_recorded:
-                await self._record_expiry(record, actor)
-                runtime.cache.invalidate(key_hash)
+                await self._record_expiry(record, key_hash, actor)
             return Verdict("expired", record)
         runtime.last_used.touch(record.id, now)
         return Verdict("valid", record)
@@ -166,13 +166,18 @@ class Verifier:
             raise errors.ExpiredApiKey()
         raise errors.InvalidApiKey()
 
-    async def _record_expiry(self, record: KeyRecord, actor: Actor | None) -> None:
-        """``key.expired`` once per key, the first time a use finds it expired."""
+    async def _record_expiry(self, record: KeyRecord, key_hash: bytes, actor: Actor | None) -> None:
+        """``key.expired`` once per key, the first time a use finds it expired.
+
+        The cached record (``expiry_recorded`` false) is dropped here and in
+        every process, so the next use reads the row again.
+        """
         by = Actor(
             "key", record.id, actor.ip if actor else None, actor.user_agent if actor else None
         )
         try:
-            async with self.runtime.db.session(write=True) as session:
+            async with changes.session(self.runtime, write=True) as session:
+                changes.mark_changed(session, self.runtime, key_hash)
                 result = await session.execute(
                     update(ApiKey)
                     .where(ApiKey.id == record.id, ApiKey.expiry_recorded_at.is_(None))
