@@ -1,4 +1,4 @@
-"""``/keys``: the seed's ``GET /keys`` and the lifecycle around it."""
+"""``/keys``: the seed's ``GET /keys`` and the lifecycle around it; ``POST /verify``."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from keyhouse.http.pipeline import (
     RuntimeDep,
     SessionDep,
     direct,
+    get_admin_actor,
     get_caller,
     get_metered_caller,
     get_runtime,
     get_secret_caller,
+    read_body,
     read_query,
     request_session,
 )
@@ -31,15 +33,21 @@ from keyhouse.keys.schemas import (
     ListKeysResponse,
     RenameKeyRequest,
     RollKeyRequest,
+    VerifyRequest,
+    VerifyResponse,
 )
 from keyhouse.keys.service import KeyService
+from keyhouse.keys.verify import verify_key
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 
-__all__ = ["admin_router", "router"]
+__all__ = ["admin_router", "router", "verify_router"]
 
 router = APIRouter(prefix="/keys", tags=["keys"], route_class=DirectRoute)
 admin_router = APIRouter(prefix="/admin", tags=["operator"])
+# POST /verify: the hot path of the operator's platform, a router of its own
+# (no /keys prefix, its own OpenAPI tag).
+verify_router = APIRouter(tags=["verify"], route_class=DirectRoute)
 
 
 async def _list_keys(request: Request) -> Response:
@@ -245,3 +253,30 @@ async def import_key(
         actor=actor,
     )
     return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)
+
+
+async def _verify(request: Request) -> Response:
+    """``verify_endpoint``'s parameters, from the pipeline's steps."""
+    runtime = await get_runtime(request)
+    actor = await get_admin_actor(request, runtime)
+    body = await read_body(request, VerifyRequest)
+    return await verify_endpoint(body, actor, runtime)
+
+
+@verify_router.post(
+    "/verify",
+    response_model=VerifyResponse,
+    summary="Verify a key",
+    responses=error_responses(400, 401, 403, 413, 415, 429),
+)
+@direct(_verify)
+async def verify_endpoint(
+    body: VerifyRequest, actor: AdminActorDep, runtime: RuntimeDep
+) -> JSONResponse:
+    """Answers whether a key your user sent may pass, and whose it is. Always
+    200 for a well-formed request: the verdict is in `valid` and `code`. A
+    valid verification counts as a use of the key (`lastUsedAt`) and against
+    the account's plan: over its monthly requests the code is
+    `usage_exceeded`, over the key's rate limit `rate_limited` (a refused
+    verification is not counted). Needs an admin token."""
+    return JSONResponse(await verify_key(runtime, body.key, actor))

@@ -1,7 +1,8 @@
 """The one verification path: a key string in, a verdict out.
 
 Used to authenticate account-API requests (``authenticate`` raises the 401
-that says why) and by ``POST /verify`` (``verify`` returns a code).
+that says why) and by ``POST /verify`` (``verify_key``: the verdict with the
+plan's limits, as JSON).
 Order (DESIGN §2): checksum of a native key (typos and garbage never reach
 the database), SHA-256, the in-process cache by hash, the database on a
 miss, then the key's state, with expiry checked against the clock on every
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import update
 
@@ -27,12 +28,13 @@ from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.repository import KeyRepository
 from keyhouse.limits.plan import Plan
+from keyhouse.limits.service import usage_object
 from keyhouse.logs import get_logger
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
-from keyhouse.timeutil import utcnow
+from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["Caller", "KeyRecord", "Verdict", "Verifier", "bearer_of"]
+__all__ = ["Caller", "KeyRecord", "Verdict", "Verifier", "bearer_of", "verify_key"]
 
 log = get_logger("keyhouse.verify")
 
@@ -194,3 +196,42 @@ class Verifier:
         except Exception as exc:
             # The answer (401 expired) stands; the event is retried on the next use.
             log.warning("expiry_event_not_recorded", key_id=record.id, error=type(exc).__name__)
+
+
+async def verify_key(runtime: Runtime, key: str, actor: Actor | None) -> dict[str, Any]:
+    """``POST /verify``'s verdict as a JSON-ready dict: ``verify`` plus the plan's limits.
+
+    A valid key's use counts against its account's plan, like an API call: a
+    refused one turns the verdict into ``usage_exceeded`` or ``rate_limited``.
+    """
+    verdict = await Verifier(runtime).verify(key, actor=actor)
+    out: dict[str, Any] = {"valid": verdict.valid, "code": verdict.code}
+    record = verdict.record
+    extra: dict[str, Any] = {}
+    if verdict.valid and record is not None:
+        # A verification counts against the account's plan, like an API call.
+        admission = await runtime.limiter.admit(record.account_id, record.id, record.plan, utcnow())
+        if not admission.allowed:
+            code = "usage_exceeded" if admission.refusal == "usage" else "rate_limited"
+            out = {"valid": False, "code": code}
+        if admission.rate is not None:
+            rate = admission.rate
+            extra["ratelimit"] = {
+                "limit": rate.limit,
+                "remaining": rate.remaining,
+                "reset": rate.reset,
+            }
+        extra["usage"] = usage_object(
+            admission.used, admission.period, limit=record.plan.monthly_requests
+        )
+    if record is not None:
+        out["keyId"] = record.id
+        out["accountId"] = record.account_id
+        if record.environment_id is not None:
+            out["environmentId"] = record.environment_id
+        out["keyType"] = record.key_type
+        out["name"] = record.name
+        if record.expires_at is not None:
+            out["expiresAt"] = format_ts(record.expires_at)
+    out.update(extra)
+    return out

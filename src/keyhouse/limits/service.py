@@ -9,14 +9,17 @@ show.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyhouse import errors
-from keyhouse.keys.verify import Caller
 from keyhouse.limits.limiter import RateState
 from keyhouse.limits.plan import Period
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
+
+if TYPE_CHECKING:
+    # Annotations only: keys/verify.py (verify_key) imports this module.
+    from keyhouse.keys.verify import Caller
 
 __all__ = ["Metered", "meter", "ratelimit_headers", "usage_object"]
 
