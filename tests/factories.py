@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from keyhouse.accounts.service import AccountService
 from keyhouse.audit.service import CLI
 from keyhouse.db.notify import ChangeListener
 from keyhouse.environments.service import EnvironmentService
-from keyhouse.keys.format import KeyType
+from keyhouse.keys.format import BODY_LEN, KeyType
 from keyhouse.keys.service import IssuedKey, KeyService
 from keyhouse.models import ApiKey, Environment
 from keyhouse.runtime import Runtime
@@ -142,3 +143,8 @@ def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     if status == 401:
         assert response.headers["www-authenticate"].startswith("Bearer")
     return body
+
+
+def key_regex(prefix: str) -> str:
+    """The regular expression a secret scanner can use for keys with ``prefix``."""
+    return rf"\b{re.escape(prefix)}[0-9A-Za-z]{{{BODY_LEN}}}\b"

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyhouse.keys.format import ALPHABET, KeyFormat, Kind, base62, checksum, key_regex
+from keyhouse.keys.format import ALPHABET, KeyFormat, Kind, base62, checksum
+from tests.factories import key_regex
 
 FMT = KeyFormat("sk_", "pk_")
 

@@ -17,9 +17,8 @@ from keyhouse.keys.format import (
     Kind,
     base62,
     checksum,
-    key_regex,
 )
-from tests.factories import expect_same_key
+from tests.factories import expect_same_key, key_regex
 
 FMT = KeyFormat("sk_", "pk_")
 PREFIXES: dict[KeyType, str] = {"secret": "sk_", "public": "pk_"}
