@@ -1,4 +1,4 @@
-"""Properties of generated keys (issue 7): distinct, documented shape, checksummed.
+"""Properties of generated keys: distinct, documented shape, checksummed.
 
 Failures never show a key: the checks compute booleans and counts.
 """

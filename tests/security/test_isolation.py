@@ -1,4 +1,4 @@
-"""Cross-account and cross-environment authorization, as a stateful test (issue 7, item 2).
+"""Cross-account and cross-environment authorization, as a stateful test.
 
 Two accounts with two environments each, and callers of every scope: an
 account-wide secret key, environment-scoped secret keys, public keys. Hypothesis

@@ -1,4 +1,4 @@
-"""The audit log's event object (DESIGN §3 ``GET /events``)."""
+"""The audit log's event object, as ``GET /events`` returns it."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Used to authenticate account-API requests (``authenticate`` raises the 401
 that says why) and by ``POST /verify`` (``verify_key``: the verdict with the
 plan's limits, as JSON).
-Order (DESIGN §2): checksum of a native key (typos and garbage never reach
+Order: checksum of a native key (typos and garbage never reach
 the database), SHA-256, the in-process cache by hash, the database on a
 miss, then the key's state, with expiry checked against the clock on every
 use.
