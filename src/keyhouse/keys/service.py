@@ -71,7 +71,10 @@ class KeyService:
         ``check_limit`` False is for an account's first key, made with the account.
         An unknown account is 404 not_found.
         """
-        await self._check_account(account_id)
+        if caller is None:
+            # A caller's account exists (its key was just verified): the check
+            # is for the operator and the CLI, and costs POST /keys nothing.
+            await self._check_account(account_id)
         if caller is not None and caller.environment_id is not None:
             if environment_id is None:
                 environment_id = caller.environment_id
