@@ -19,8 +19,8 @@ import atheris  # type: ignore[import-untyped]
 with atheris.instrument_imports(
     include=["keyhouse.keys.verify", "keyhouse.keys.format", "keyhouse.keys.crypto"]
 ):
-    from keyhouse.keys.format import ALPHABET, KeyFormat, Kind
-    from keyhouse.keys.verify import MAX_KEY_LENGTH, Verdict, Verifier
+    from keyhouse.keys.format import ALPHABET, MAX_KEY_LENGTH, KeyFormat, Kind
+    from keyhouse.keys.verify import Verdict, Verifier
 
 
 class _Cache:

@@ -8,6 +8,7 @@ statements.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from keyhouse.audit.service import CLI
 from keyhouse.db.notify import ChangeListener
 from keyhouse.environments.service import EnvironmentService
 from keyhouse.ids import new_id
-from keyhouse.keys.schemas import KeyType
+from keyhouse.keys.format import BODY_LEN, KeyType
 from keyhouse.keys.service import IssuedKey, KeyService
 from keyhouse.models import Account, ApiKey, Environment, Event
 from keyhouse.runtime import Runtime
@@ -264,3 +265,8 @@ def insert_key(
     )
     session.add(row)
     return row
+
+
+def key_regex(prefix: str) -> str:
+    """The regular expression a secret scanner can use for keys with ``prefix``."""
+    return rf"\b{re.escape(prefix)}[0-9A-Za-z]{{{BODY_LEN}}}\b"

@@ -1,4 +1,4 @@
-"""Authentication order and codes (DESIGN §3): missing → malformed → invalid → state → type.
+"""Authentication order and codes: missing → malformed → invalid → state → type.
 
 No full key ever appears in test output: keys stay out of ``assert``
 expressions and out of helper arguments.

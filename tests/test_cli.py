@@ -1,4 +1,4 @@
-"""The ``keyhouse`` command, run for real as a subprocess (DESIGN §6).
+"""The ``keyhouse`` command, run for real as a subprocess (README, "CLI").
 
 No full key may reach the test output: command output is kept out of
 ``assert`` operands (``CliResult`` hides it from its repr), failure messages

@@ -1,4 +1,4 @@
-"""The lifecycle commands of ``keyhouse``, run for real as subprocesses (DESIGN §6).
+"""The lifecycle commands of ``keyhouse``, run for real as subprocesses (README, "CLI").
 
 Each run costs about a second, so accounts are made in-process with the
 factories (on the same data directory) and only the commands under test

@@ -1,4 +1,4 @@
-"""Settings: validation, the one-line error, defaults (DESIGN §6)."""
+"""Settings: validation, the one-line error, defaults (README, "Settings")."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_prefixes_that_start_one_another_are_rejected(secret: str, public: str) 
 
 
 def test_prefix_clash_error_line_names_a_variable() -> None:
-    # DESIGN §6: a bad setting stops the start with one clear line; the
+    # A bad setting stops the start with one clear line; the
     # operator should learn which variable(s) to fix.
     line = error_line(key_prefix_secret="sk_", key_prefix_public="sk_x")
     assert "\n" not in line

@@ -7,9 +7,18 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyhouse.ids import ID_RE, _encode_ulid, is_id, new_id, new_ulid, ulid_datetime
+from keyhouse.ids import ID_RE, _encode_ulid, is_id, new_id, new_ulid
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid_datetime(id_: str) -> datetime:
+    """The creation time encoded in an id: its first 10 characters, in milliseconds."""
+    ms = 0
+    for char in id_.rsplit("_", 1)[-1][:10]:
+        ms = ms * 32 + CROCKFORD.index(char)
+    seconds, millis = divmod(ms, 1000)
+    return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=millis * 1000)
 
 
 def spec_encoding(ms: int, rand: int) -> str:

@@ -1,4 +1,4 @@
-"""Input limits (issue 7, item 6): header lines and key strings have maximum lengths.
+"""Input limits: header lines and key strings have maximum lengths.
 
 Oversized input is refused with the envelope (400/401/413), never a 500 and
 never the server's own plain-text page. uvicorn with httptools has no header

@@ -1,7 +1,7 @@
 """Keys survive a restart; encryption keys rotate; nothing is stored in plaintext.
 
 The zero-config start generates an encryption key into the data directory
-(DESIGN §2) because ``KEYHOUSE_ENCRYPTION_KEYS`` is unset in the tests.
+(README, "Keys") because ``KEYHOUSE_ENCRYPTION_KEYS`` is unset in the tests.
 """
 
 from __future__ import annotations

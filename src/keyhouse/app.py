@@ -25,13 +25,13 @@ from keyhouse.http.middleware import RequestMiddleware
 from keyhouse.http.pipeline import direct_routes
 from keyhouse.keys.endpoints import admin_router as keys_admin_router
 from keyhouse.keys.endpoints import router as keys_router
+from keyhouse.keys.endpoints import verify_router
 from keyhouse.keys.format import KeyFormat
 from keyhouse.logs import configure_logging
 from keyhouse.meta.endpoints import router as meta_router
 from keyhouse.openapi import install_openapi
 from keyhouse.responses import JSONResponse
 from keyhouse.runtime import Runtime
-from keyhouse.verify.endpoints import router as verify_router
 
 __all__ = ["app_from_env", "create_app"]
 

@@ -33,16 +33,19 @@ from keyhouse.config import Settings, load_settings, settings_error_line
 from keyhouse.db.migrate import migrate
 from keyhouse.environments.schemas import Environment
 from keyhouse.environments.service import EnvironmentService
+from keyhouse.keys import changes
 from keyhouse.keys.crypto import load_keyring
-from keyhouse.keys.format import KeyFormat
-from keyhouse.keys.schemas import KeyType
+from keyhouse.keys.format import KeyFormat, KeyType
+from keyhouse.keys.presenter import issued_key_object, key_object
+from keyhouse.keys.schemas import DEFAULT_ROLL_GRACE_SECONDS, MAX_ROLL_GRACE_SECONDS
 from keyhouse.keys.service import KeyService
 from keyhouse.limits.plan import current_period
-from keyhouse.limits.store import UsageRepository
+from keyhouse.limits.repository import UsageRepository
+from keyhouse.limits.service import usage_object
 from keyhouse.runtime import Runtime
 from keyhouse.schemas import Name
 from keyhouse.serving import check_port, serve_socket, serve_workers, tcp_socket
-from keyhouse.timeutil import format_ts, utcnow
+from keyhouse.timeutil import utcnow
 
 __all__ = ["app", "main"]
 
@@ -110,7 +113,7 @@ def with_session(settings: Settings, work: Callable[[AsyncSession, Runtime], Awa
         await migrate(settings)
         runtime = Runtime.build(settings)
         try:
-            async with runtime.db.session(write=True) as session:
+            async with changes.session(runtime, write=True) as session:
                 return await work(session, runtime)
         finally:
             await runtime.close()
@@ -248,7 +251,6 @@ def environment_create(
     name = _name(name)
 
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
-        await AccountService(session, runtime).get(account)
         row = await EnvironmentService(session).create(account, name, actor=CLI)
         return Environment.from_row(row).model_dump()
 
@@ -296,12 +298,10 @@ def key_create(
     typed: KeyType = "secret" if key_type == "secret" else "public"
 
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
-        await AccountService(session, runtime).get(account)
-        service = KeyService(session, runtime)
-        issued = await service.create(
+        issued = await KeyService(session, runtime).create(
             account, name=name, key_type=typed, environment_id=environment, actor=CLI
         )
-        return service.to_object(issued.row)
+        return issued_key_object(runtime, issued.row)
 
     result = with_session(settings, work)
     if as_json:
@@ -356,7 +356,7 @@ def key_revoke(
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.revoke(None, key_id, force=force, actor=CLI)
-        return service.to_object(row, reveal=runtime.settings.list_reveals_keys)
+        return key_object(runtime, row)
 
     result = with_session(settings, work)
     if as_json:
@@ -371,9 +371,12 @@ def key_roll(
     grace: Annotated[
         int,
         typer.Option(
-            "--grace", min=0, max=604_800, help="Seconds the old key keeps working (0-604800)."
+            "--grace",
+            min=0,
+            max=MAX_ROLL_GRACE_SECONDS,
+            help=f"Seconds the old key keeps working (0-{MAX_ROLL_GRACE_SECONDS}).",
         ),
-    ] = 86_400,
+    ] = DEFAULT_ROLL_GRACE_SECONDS,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace a key with a new one; the old one works for the grace period."""
@@ -382,7 +385,7 @@ def key_roll(
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         issued = await service.roll(None, key_id, grace_seconds=grace, actor=CLI)
-        return service.to_object(issued.row)
+        return issued_key_object(runtime, issued.row)
 
     result = with_session(settings, work)
     if as_json:
@@ -405,7 +408,7 @@ def key_rename(
     async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.rename(None, key_id, name, actor=CLI)
-        return service.to_object(row, reveal=runtime.settings.list_reveals_keys)
+        return key_object(runtime, row)
 
     result = with_session(settings, work)
     if as_json:
@@ -514,11 +517,11 @@ def account_usage(
         used = await UsageRepository(session, is_sqlite=runtime.db.is_sqlite).get(
             account, period.key
         )
-        out: dict[str, Any] = {"accountId": account, "period": period.key, "requests": used}
-        if row.monthly_requests is not None:
-            out["limit"] = row.monthly_requests
-        out["resetsAt"] = format_ts(period.end)
-        return out
+        return {
+            "accountId": account,
+            "period": period.key,
+            **usage_object(used, period, limit=row.monthly_requests),
+        }
 
     result = with_session(settings, work)
     if as_json:

@@ -19,6 +19,7 @@ an encryption key or an admin token.
     │   └── KeyLimitReached            402 key_limit_reached
     ├── Forbidden                      403 insufficient_permissions
     ├── NotFound                       404 not_found
+    │   └── AccountNotFound            404 not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
     │   └── LastSecretKey              409 last_secret_key
@@ -37,6 +38,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "AccountNotFound",
     "BadRequest",
     "ConfigurationError",
     "Conflict",
@@ -194,6 +196,13 @@ class NotFound(KeyhouseError):
     code = ErrorCode.NOT_FOUND
     default_message = "Not found."
     default_fix = "Check the id and the path; see /docs for the routes."
+
+
+class AccountNotFound(NotFound):
+    """Raised by the service that needs the account, not by its callers."""
+
+    default_message = "The account was not found."
+    default_fix = "Check the account id (acc_...); GET /admin/accounts lists them."
 
 
 class MethodNotAllowed(KeyhouseError):

@@ -16,10 +16,9 @@ import threading
 import time
 from datetime import UTC, datetime
 
-__all__ = ["ID_PATTERN", "ID_RE", "is_id", "new_id", "new_ulid", "ulid_datetime"]
+__all__ = ["ID_PATTERN", "ID_RE", "is_id", "new_id", "new_ulid"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_DECODE = {c: i for i, c in enumerate(_CROCKFORD)}
 _RANDOM_MAX = (1 << 80) - 1
 
 ID_PATTERN = r"^(acc|env|key|req|evt)_[0-9A-HJKMNP-TV-Z]{26}$"
@@ -76,14 +75,6 @@ def new_id(prefix: str) -> tuple[str, datetime]:
     """``<prefix>_<ULID>`` and the creation time it encodes (millisecond precision)."""
     ulid, ms = new_ulid()
     return f"{prefix}_{ulid}", _ms_to_datetime(ms)
-
-
-def ulid_datetime(id_: str) -> datetime:
-    """The creation time encoded in an id."""
-    ms = 0
-    for char in id_.rsplit("_", 1)[-1][:10]:
-        ms = ms * 32 + _DECODE[char]
-    return _ms_to_datetime(ms)
 
 
 def _ms_to_datetime(ms: int) -> datetime:

@@ -2,10 +2,10 @@
 
 Starlette's ``JSONResponse`` renders with ``json.dumps``: 275 us for a
 listing of 200 keys, against 95 us for ``pydantic_core.to_json`` with the
-same bytes out (timeit, 2,000 renders of the bench's listing; issue 4's
-GET /keys goal). Both write compact JSON with non-ASCII characters as UTF-8;
-keyhouse's bodies hold strings, integers, booleans and nulls only, for which
-the two agree byte for byte (``tests/test_responses.py``).
+same bytes out (timeit, 2,000 renders of the bench's 200-key listing).
+Both write compact JSON with non-ASCII characters as UTF-8; keyhouse's
+bodies hold strings, integers, booleans and nulls only, for which the two
+agree byte for byte (``tests/test_responses.py``).
 """
 
 from __future__ import annotations

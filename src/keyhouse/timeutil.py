@@ -16,7 +16,7 @@ def format_ts(value: datetime) -> str:
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     # isoformat truncates to milliseconds and is ~3x faster than strftime,
-    # which was 11-16% of a large GET /keys (profiles in issue 4).
+    # which was 11-16% of a large GET /keys in profiles of the listing.
     return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 

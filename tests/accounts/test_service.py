@@ -100,7 +100,7 @@ class TestGet:
             service = AccountService(session, runtime)
             assert (await service.get(acc.account_id)).id == acc.account_id
             for account_id in ["acc_" + "0" * 26, "acc_\x00", acc.key_id, ""]:
-                with raises(errors.NotFound, "not_found"):
+                with raises(errors.AccountNotFound, "not_found"):
                     await service.get(account_id)
 
 
@@ -177,7 +177,7 @@ class TestUpdate:
 
     async def test_unknown_account_is_not_found(self, runtime: Runtime) -> None:
         async with runtime.db.session(write=True) as session:
-            with raises(errors.NotFound, "not_found"):
+            with raises(errors.AccountNotFound, "not_found"):
                 await AccountService(session, runtime).update(
                     "acc_" + "0" * 26, name="x", actor=CLI
                 )

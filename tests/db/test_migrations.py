@@ -1,4 +1,4 @@
-"""Alembic migrations and the SQLite connection settings (DESIGN §5)."""
+"""Alembic migrations and the SQLite connection settings."""
 
 from __future__ import annotations
 

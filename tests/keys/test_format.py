@@ -1,4 +1,4 @@
-"""The key string, pinned to DESIGN §2 so scanners and tests can compute it."""
+"""The key string, pinned to README's "Keys" so scanners and tests can compute it."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyhouse.keys.format import ALPHABET, KeyFormat, Kind, base62, checksum, key_regex
+from keyhouse.keys.format import ALPHABET, KeyFormat, Kind, base62, checksum
+from tests.factories import key_regex
 
 FMT = KeyFormat("sk_", "pk_")
 
 
 def reference_base62(value: int, width: int) -> str:
-    # Written from the text of DESIGN §2, independently of the implementation.
+    # Written from README's "Keys" (base62 is 0-9A-Za-z), independently of the implementation.
     digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     out = ""
     while value > 0:

@@ -1,4 +1,4 @@
-"""Key lifecycle through the real app: rename, expiry and roll (issue 3).
+"""Key lifecycle through the real app: rename, expiry and roll.
 
 No full key reaches the test output: keys are compared with
 ``expect_same_key``, key objects are compared without their ``key`` member,

@@ -1,4 +1,4 @@
-"""Properties of generated keys (issue 7): distinct, documented shape, checksummed.
+"""Properties of generated keys: distinct, documented shape, checksummed.
 
 Failures never show a key: the checks compute booleans and counts.
 """
@@ -17,9 +17,8 @@ from keyhouse.keys.format import (
     Kind,
     base62,
     checksum,
-    key_regex,
 )
-from tests.factories import expect_same_key
+from tests.factories import expect_same_key, key_regex
 
 FMT = KeyFormat("sk_", "pk_")
 PREFIXES: dict[KeyType, str] = {"secret": "sk_", "public": "pk_"}

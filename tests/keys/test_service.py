@@ -23,10 +23,11 @@ from sqlalchemy import select
 
 from keyhouse import errors
 from keyhouse.audit.service import CLI
+from keyhouse.environments.service import EnvironmentService
 from keyhouse.keys.crypto import hash_key
-from keyhouse.keys.format import Kind
-from keyhouse.keys.schemas import KeyType
-from keyhouse.keys.service import LAST_KEY_HORIZON, MAX_ROLL_GRACE_SECONDS, KeyService
+from keyhouse.keys.format import KeyType, Kind
+from keyhouse.keys.schemas import MAX_ROLL_GRACE_SECONDS
+from keyhouse.keys.service import LAST_KEY_HORIZON, KeyService
 from keyhouse.models import ApiKey, Event
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
@@ -693,3 +694,32 @@ class TestKeyLimit:
                 )
         assert caught.value.fix is not None
         assert "3 of 3 keys are active" in caught.value.fix
+
+
+UNKNOWN_ACCOUNT = "acc_" + "0" * 26
+
+
+class TestUnknownAccount:
+    """The service checks that the account exists; callers do not have to."""
+
+    async def test_create(self, runtime: Runtime) -> None:
+        async with runtime.db.session(write=True) as session:
+            with pytest.raises(errors.AccountNotFound) as caught:
+                await KeyService(session, runtime).create(
+                    UNKNOWN_ACCOUNT, name="k", key_type="secret", actor=CLI
+                )
+        assert caught.value.status_code == 404
+        assert caught.value.code == "not_found"
+
+    async def test_import_before_the_key_is_looked_at(self, runtime: Runtime) -> None:
+        async with runtime.db.session(write=True) as session:
+            with pytest.raises(errors.AccountNotFound):
+                # Too short to import: the unknown account is reported first.
+                await KeyService(session, runtime).import_key(
+                    UNKNOWN_ACCOUNT, "short", name="k", key_type="secret", actor=CLI
+                )
+
+    async def test_environment_create(self, runtime: Runtime) -> None:
+        async with runtime.db.session(write=True) as session:
+            with pytest.raises(errors.AccountNotFound):
+                await EnvironmentService(session).create(UNKNOWN_ACCOUNT, "prod", actor=CLI)

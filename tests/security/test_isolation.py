@@ -1,4 +1,4 @@
-"""Cross-account and cross-environment authorization, as a stateful test (issue 7, item 2).
+"""Cross-account and cross-environment authorization, as a stateful test.
 
 Two accounts with two environments each, and callers of every scope: an
 account-wide secret key, environment-scoped secret keys, public keys. Hypothesis
@@ -44,7 +44,7 @@ from sqlalchemy import select
 from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.ids import new_id
-from keyhouse.keys.schemas import KeyType
+from keyhouse.keys.format import KeyType
 from keyhouse.models import ApiKey, Environment, Event
 from keyhouse.runtime import Runtime
 from tests.factories import create_account, create_environment, create_key, listener

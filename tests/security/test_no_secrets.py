@@ -1,4 +1,4 @@
-"""No secret at rest or in logs (issue 7, item 4).
+"""No secret at rest or in logs.
 
 A realistic session (creates, a roll, imports, verifications, a revoke and
 requests that fail, a key in a query string and in a URL path among them),

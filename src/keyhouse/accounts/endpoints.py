@@ -14,10 +14,11 @@ from keyhouse.accounts.schemas import (
 )
 from keyhouse.accounts.service import AccountService
 from keyhouse.http.pipeline import AdminActorDep, RuntimeDep, SecretCallerDep, SessionDep
-from keyhouse.keys.service import KeyService
+from keyhouse.keys.presenter import issued_key_object
+from keyhouse.limits.service import usage_object
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
-from keyhouse.timeutil import format_ts, utcnow
+from keyhouse.timeutil import utcnow
 
 __all__ = ["account_router", "admin_router"]
 
@@ -38,7 +39,7 @@ async def create_account(
     """Creates an account and its first account-wide secret key, returned in
     full. Limits left out take the operator's defaults. Needs an admin token."""
     new = await AccountService(session, runtime).create(body.name, limits=body.limits, actor=actor)
-    key = KeyService(session, runtime).to_object(new.key.row)
+    key = issued_key_object(runtime, new.key.row)
     return JSONResponse(
         {"account": Account.from_row(new.account).to_json(), "key": key}, status_code=201
     )
@@ -108,9 +109,6 @@ async def my_account(
     row = await AccountService(session, runtime).get(caller.account_id)
     body = Account.from_row(row).to_json()
     used, period = await runtime.limiter.used(caller.account_id, utcnow())
-    body["usage"] = {
-        "requests": used,
-        "periodStart": format_ts(period.start),
-        "resetsAt": format_ts(period.end),
-    }
+    # The plan's limit is in the account's own `limits` member.
+    body["usage"] = usage_object(used, period, period_start=True)
     return JSONResponse(body)

@@ -10,8 +10,8 @@ from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
 from keyhouse.accounts.schemas import LimitsUpdate
 from keyhouse.audit.service import Actor, AuditService
-from keyhouse.db.notify import CLEAR_CACHE_AFTER_COMMIT
 from keyhouse.ids import new_id
+from keyhouse.keys.changes import ALL, mark_changed
 from keyhouse.keys.service import IssuedKey, KeyService
 from keyhouse.models import Account
 from keyhouse.runtime import Runtime
@@ -69,10 +69,7 @@ class AccountService:
     async def get(self, account_id: str) -> Account:
         account = await self.repo.get(account_id)
         if account is None:
-            raise errors.NotFound(
-                "The account was not found.",
-                fix="Check the account id (acc_...); GET /admin/accounts lists them.",
-            )
+            raise errors.AccountNotFound()
         return account
 
     async def list_accounts(self) -> list[Account]:
@@ -96,8 +93,8 @@ class AccountService:
             changed.update(self._apply_limits(account, limits))
         if changed:
             if limits is not None:
-                self.runtime.cache.clear()
-                self.repo.session.info[CLEAR_CACHE_AFTER_COMMIT] = True
+                # Every cached key carries its account's plan.
+                mark_changed(self.repo.session, self.runtime, ALL)
             self.audit.record(
                 "account.updated", account_id=account_id, actor=actor, data={"changed": changed}
             )

@@ -1,4 +1,4 @@
-"""The audit log's event object (DESIGN §3 ``GET /events``)."""
+"""The audit log's event object, as ``GET /events`` returns it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keyhouse.schemas import omittable
 
-__all__ = ["Actor", "Event", "ListEventsResponse"]
+__all__ = ["Event", "EventActor", "ListEventsResponse"]
 
 EventType = Literal[
     "key.created",
@@ -23,10 +23,13 @@ EventType = Literal[
 ]
 
 
-class Actor(BaseModel):
-    """Who made the change: a key of the account, the operator (admin token), or the CLI."""
+class EventActor(BaseModel):
+    """Who made the change: a key of the account, the operator (admin token), or the CLI.
 
-    model_config = ConfigDict(title="Actor")
+    Named apart from ``audit.service.Actor``, the dataclass services record.
+    """
+
+    model_config = ConfigDict(title="EventActor")
 
     type: Literal["key", "admin", "cli"]
     id: str | None = omittable("The key's id when type is `key`.")
@@ -41,7 +44,7 @@ class Event(BaseModel):
     type: EventType
     keyId: str | None = omittable("The key the event is about.")
     environmentId: str | None = omittable("The environment the event is about.")
-    actor: Actor
+    actor: EventActor
     ip: str | None = omittable("The caller's IP address, for API calls.")
     userAgent: str | None = omittable("The caller's User-Agent, for API calls.")
     data: dict[str, Any] | None = omittable(

@@ -16,7 +16,7 @@ from keyhouse.ids import new_id
 from keyhouse.models import Event
 from keyhouse.timeutil import format_ts
 
-__all__ = ["CLI", "SYSTEM", "Actor", "AuditService"]
+__all__ = ["CLI", "Actor", "AuditService", "event_object"]
 
 MAX_PAGE = 100
 
@@ -32,7 +32,6 @@ class Actor:
 
 
 CLI = Actor("cli")
-SYSTEM = Actor("admin")
 
 
 class AuditService:

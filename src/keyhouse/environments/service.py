@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keyhouse import errors
+from keyhouse.accounts.repository import AccountRepository
 from keyhouse.audit.service import Actor, AuditService
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
@@ -16,6 +17,7 @@ __all__ = ["EnvironmentService"]
 class EnvironmentService:
     def __init__(self, session: AsyncSession) -> None:
         self.repo = EnvironmentRepository(session)
+        self.accounts = AccountRepository(session)
         self.audit = AuditService(session)
 
     async def create(
@@ -26,12 +28,17 @@ class EnvironmentService:
         caller_environment_id: str | None = None,
         actor: Actor,
     ) -> Environment:
-        """A new environment; ``caller_environment_id`` set means a scoped caller (403)."""
+        """A new environment; ``caller_environment_id`` set means a scoped caller (403).
+
+        An unknown account is 404 not_found.
+        """
         if caller_environment_id is not None:
             raise errors.Forbidden(
                 "An environment-scoped key cannot create environments.",
                 fix="Use an account-wide secret key.",
             )
+        if await self.accounts.get(account_id) is None:
+            raise errors.AccountNotFound()
         if await self.repo.get_by_name(account_id, name) is not None:
             raise errors.Conflict(
                 f"The account already has an environment named {name!r}.",

@@ -42,8 +42,8 @@ from starlette.routing import BaseRoute
 from keyhouse import errors
 from keyhouse.audit.service import Actor
 from keyhouse.http.errors import validation_error
+from keyhouse.keys import changes
 from keyhouse.keys.format import Kind
-from keyhouse.keys.service import invalidate_after_commit
 from keyhouse.keys.verify import Caller, Verifier, bearer_of
 from keyhouse.limits.service import meter
 from keyhouse.runtime import Runtime
@@ -95,9 +95,8 @@ async def request_session(request: Request, runtime: Runtime) -> AsyncIterator[A
 
     Leaving before the response is sent means a 2xx is on disk.
     """
-    async with runtime.db.session(write=request.method not in _READ_METHODS) as session:
+    async with changes.session(runtime, write=request.method not in _READ_METHODS) as session:
         yield session
-    invalidate_after_commit(session, runtime)
 
 
 async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:

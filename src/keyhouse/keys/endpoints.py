@@ -1,4 +1,4 @@
-"""``/keys``: the seed's ``GET /keys`` and the lifecycle around it."""
+"""``/keys``: the seed's ``GET /keys`` and the lifecycle around it; ``POST /verify``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from keyhouse.accounts.service import AccountService
 from keyhouse.http.pipeline import (
     AdminActorDep,
     DirectRoute,
@@ -16,13 +15,16 @@ from keyhouse.http.pipeline import (
     RuntimeDep,
     SessionDep,
     direct,
+    get_admin_actor,
     get_caller,
     get_metered_caller,
     get_runtime,
     get_secret_caller,
+    read_body,
     read_query,
     request_session,
 )
+from keyhouse.keys.presenter import issued_key_object, key_object
 from keyhouse.keys.schemas import (
     ApiKey,
     CreateKeyRequest,
@@ -31,15 +33,21 @@ from keyhouse.keys.schemas import (
     ListKeysResponse,
     RenameKeyRequest,
     RollKeyRequest,
+    VerifyRequest,
+    VerifyResponse,
 )
 from keyhouse.keys.service import KeyService
+from keyhouse.keys.verify import verify_key
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 
-__all__ = ["admin_router", "router"]
+__all__ = ["admin_router", "router", "verify_router"]
 
 router = APIRouter(prefix="/keys", tags=["keys"], route_class=DirectRoute)
 admin_router = APIRouter(prefix="/admin", tags=["operator"])
+# POST /verify: the hot path of the operator's platform, a router of its own
+# (no /keys prefix, its own OpenAPI tag).
+verify_router = APIRouter(tags=["verify"], route_class=DirectRoute)
 
 
 async def _list_keys(request: Request) -> Response:
@@ -109,7 +117,7 @@ async def create_key(
         caller=caller,
         actor=actor,
     )
-    return JSONResponse(service.to_object(issued.row), status_code=201)
+    return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)
 
 
 @router.get(
@@ -125,7 +133,7 @@ async def get_key(
     environment-scoped caller, of another environment) is `404 not_found`."""
     service = KeyService(session, runtime)
     row = await service.get(caller.account_id, key_id, scope_environment_id=caller.environment_id)
-    return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))
+    return JSONResponse(key_object(runtime, row))
 
 
 @router.post(
@@ -157,7 +165,7 @@ async def revoke_key(
         force=force,
         actor=actor,
     )
-    return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))
+    return JSONResponse(key_object(runtime, row))
 
 
 @router.patch(
@@ -184,7 +192,7 @@ async def rename_key(
         scope_environment_id=caller.environment_id,
         actor=actor,
     )
-    return JSONResponse(service.to_object(row, reveal=runtime.settings.list_reveals_keys))
+    return JSONResponse(key_object(runtime, row))
 
 
 @router.post(
@@ -216,7 +224,7 @@ async def roll_key(
         scope_environment_id=caller.environment_id,
         actor=actor,
     )
-    return JSONResponse(service.to_object(issued.row), status_code=201)
+    return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)
 
 
 @admin_router.post(
@@ -236,9 +244,7 @@ async def import_key(
     """Stores a key issued by another system (hashed and encrypted, like
     keyhouse's own), so operators can migrate without re-issuing keys.
     Imported keys authenticate like native ones. Needs an admin token."""
-    await AccountService(session, runtime).get(account_id)
-    service = KeyService(session, runtime)
-    issued = await service.import_key(
+    issued = await KeyService(session, runtime).import_key(
         account_id,
         body.key,
         name=body.name,
@@ -246,4 +252,31 @@ async def import_key(
         environment_id=body.environmentId,
         actor=actor,
     )
-    return JSONResponse(service.to_object(issued.row), status_code=201)
+    return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)
+
+
+async def _verify(request: Request) -> Response:
+    """``verify_endpoint``'s parameters, from the pipeline's steps."""
+    runtime = await get_runtime(request)
+    actor = await get_admin_actor(request, runtime)
+    body = await read_body(request, VerifyRequest)
+    return await verify_endpoint(body, actor, runtime)
+
+
+@verify_router.post(
+    "/verify",
+    response_model=VerifyResponse,
+    summary="Verify a key",
+    responses=error_responses(400, 401, 403, 413, 415, 429),
+)
+@direct(_verify)
+async def verify_endpoint(
+    body: VerifyRequest, actor: AdminActorDep, runtime: RuntimeDep
+) -> JSONResponse:
+    """Answers whether a key your user sent may pass, and whose it is. Always
+    200 for a well-formed request: the verdict is in `valid` and `code`. A
+    valid verification counts as a use of the key (`lastUsedAt`) and against
+    the account's plan: over its monthly requests the code is
+    `usage_exceeded`, over the key's rate limit `rate_limited` (a refused
+    verification is not counted). Needs an admin token."""
+    return JSONResponse(await verify_key(runtime, body.key, actor))

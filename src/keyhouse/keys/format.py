@@ -17,7 +17,6 @@ characters after it is *native*: its checksum must match. Anything else
 
 from __future__ import annotations
 
-import re
 import secrets
 import zlib
 from dataclasses import dataclass
@@ -31,10 +30,10 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "RANDOM_LEN",
     "KeyFormat",
+    "KeyType",
     "ParsedKey",
     "base62",
     "checksum",
-    "key_regex",
 ]
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -125,8 +124,3 @@ class KeyFormat:
         prefix = self.prefixes[key_type]
         start = prefix if key.startswith(prefix) else key[:3]
         return f"{start}…{key[-4:]}"
-
-
-def key_regex(prefix: str) -> str:
-    """The regular expression a scanner can use for keys with ``prefix``."""
-    return rf"\b{re.escape(prefix)}[0-9A-Za-z]{{{BODY_LEN}}}\b"

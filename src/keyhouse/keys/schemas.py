@@ -1,16 +1,33 @@
-"""The key object of the seed (``GET /keys``) and the request bodies around it."""
+"""The key object of the seed (``GET /keys``), the request bodies around it, and
+``POST /verify``'s request and verdict."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
 
+from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType
 from keyhouse.schemas import Name, NotNull, Schema, omittable
 
-__all__ = ["ApiKey", "CreateKeyRequest", "KeyType", "ListKeysQuery", "ListKeysResponse"]
+__all__ = [
+    "DEFAULT_ROLL_GRACE_SECONDS",
+    "MAX_ROLL_GRACE_SECONDS",
+    "ApiKey",
+    "CreateKeyRequest",
+    "ImportKeyRequest",
+    "ListKeysQuery",
+    "ListKeysResponse",
+    "RenameKeyRequest",
+    "RollKeyRequest",
+    "VerifyRequest",
+    "VerifyResponse",
+]
 
-KeyType = Literal["secret", "public"]
+# How long a rolled key keeps working, in seconds: a day unless the caller
+# says otherwise, at most a week (the API, the CLI and the service share these).
+DEFAULT_ROLL_GRACE_SECONDS = 86_400
+MAX_ROLL_GRACE_SECONDS = 604_800
 
 
 class ListKeysQuery(BaseModel):
@@ -88,9 +105,9 @@ class RenameKeyRequest(Schema):
 
 class RollKeyRequest(Schema):
     expiresInSeconds: int = Field(
-        default=86_400,
+        default=DEFAULT_ROLL_GRACE_SECONDS,
         ge=0,
-        le=604_800,
+        le=MAX_ROLL_GRACE_SECONDS,
         description="How long the old key keeps working (0: stops at once; default one day).",
     )
 
@@ -99,11 +116,70 @@ class ImportKeyRequest(Schema):
     """An existing key from another system, stored hashed and encrypted."""
 
     key: str = Field(
-        pattern=r"^[A-Za-z0-9._~-]{20,200}$",
-        description="The key exactly as your users hold it: 20-200 URL-safe characters.",
+        pattern=rf"^[A-Za-z0-9._~-]{{{IMPORTED_KEY_MIN_LENGTH},{MAX_KEY_LENGTH}}}$",
+        description=(
+            "The key exactly as your users hold it: "
+            f"{IMPORTED_KEY_MIN_LENGTH}-{MAX_KEY_LENGTH} URL-safe characters."
+        ),
     )
     name: Name
     keyType: KeyType
     environmentId: Annotated[str | None, NotNull] = omittable(
         "Scope the key to this environment.", max_length=64
     )
+
+
+# -- POST /verify: the operator's platform asks whether a key may pass ----------
+
+VerifyCode = Literal[
+    "valid", "malformed", "not_found", "revoked", "expired", "usage_exceeded", "rate_limited"
+]
+
+
+class VerifyRequest(Schema):
+    key: StrictStr = Field(
+        min_length=1, max_length=1024, description="The key string your user sent."
+    )
+
+
+class RateLimitInfo(BaseModel):
+    """The key's token bucket after this verification."""
+
+    model_config = ConfigDict(title="RateLimitInfo")
+
+    limit: int = Field(description="Bucket size (burst).")
+    remaining: int = Field(description="Requests left right now.")
+    reset: int = Field(description="Seconds until the bucket is full again.")
+
+
+class UsageInfo(BaseModel):
+    """The account's usage this period (a UTC calendar month)."""
+
+    model_config = ConfigDict(title="UsageInfo")
+
+    requests: int = Field(description="Requests counted this period.")
+    limit: int | None = omittable("The plan's monthly requests; omitted when unlimited.")
+    resetsAt: str = Field(description="When the period ends and usage resets.")
+
+
+class VerifyResponse(BaseModel):
+    """The verdict. Key details are given when the key exists (valid, revoked, expired)."""
+
+    model_config = ConfigDict(title="VerifyResponse")
+
+    valid: bool = Field(description="true only when `code` is `valid`.")
+    code: VerifyCode = Field(
+        description=(
+            "`valid`; `malformed` (a keyhouse key whose checksum fails: a typo); "
+            "`not_found`; `revoked`; `expired`; `usage_exceeded` (the account's monthly "
+            "requests are used up); `rate_limited` (the key's rate limit)."
+        )
+    )
+    keyId: str | None = omittable("The key's id (jti).")
+    accountId: str | None = omittable("The account that owns the key.")
+    environmentId: str | None = omittable("The key's environment, when it is scoped to one.")
+    keyType: KeyType | None = omittable("secret or public.")
+    name: str | None = omittable("The key's name.")
+    expiresAt: str | None = omittable("When the key expires, if it does.")
+    ratelimit: RateLimitInfo | None = omittable("When the account's plan has a rate limit.")
+    usage: UsageInfo | None = omittable("For a key that exists and is in force.")

@@ -8,7 +8,6 @@ with a key string in it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,26 +17,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
 from keyhouse.audit.service import Actor, AuditService
-from keyhouse.db.notify import CLEAR_CACHE_AFTER_COMMIT, INVALIDATE_AFTER_COMMIT
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
+from keyhouse.keys.changes import mark_changed
 from keyhouse.keys.crypto import hash_key
-from keyhouse.keys.format import Kind
-from keyhouse.keys.repository import KeyRepository, KeyView
-from keyhouse.keys.schemas import KeyType
-from keyhouse.keys.verify import MAX_KEY_LENGTH, Caller
+from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType, Kind
+from keyhouse.keys.presenter import key_objects
+from keyhouse.keys.repository import KeyRepository
+from keyhouse.keys.schemas import DEFAULT_ROLL_GRACE_SECONDS, MAX_ROLL_GRACE_SECONDS
+from keyhouse.keys.verify import Caller
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
-from keyhouse.timeutil import format_stored_ts, format_ts, utcnow
+from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["Caller", "IssuedKey", "KeyService", "invalidate_after_commit"]
+__all__ = ["Caller", "IssuedKey", "KeyService"]
 
 # A key that expires within this horizon does not count as the account's
 # remaining way in when the last-key guard decides.
 LAST_KEY_HORIZON = timedelta(hours=1)
-DEFAULT_ROLL_GRACE_SECONDS = 86_400
-
-MAX_ROLL_GRACE_SECONDS = 604_800
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +69,12 @@ class KeyService:
         """Issue a key. ``caller`` (None for the operator or the CLI) limits the scope.
 
         ``check_limit`` False is for an account's first key, made with the account.
+        An unknown account is 404 not_found.
         """
+        if caller is None:
+            # A caller's account exists (its key was just verified): the check
+            # is for the operator and the CLI, and costs POST /keys nothing.
+            await self._check_account(account_id)
         if caller is not None and caller.environment_id is not None:
             if environment_id is None:
                 environment_id = caller.environment_id
@@ -114,11 +116,14 @@ class KeyService:
         """Store an existing key from another system, hashed and encrypted.
 
         A string in our own format whose checksum fails would be refused as
-        malformed before any lookup, so it cannot be imported.
+        malformed before any lookup, so it cannot be imported. An unknown
+        account is 404 not_found, before the key is looked at.
         """
-        if not 20 <= len(key) <= MAX_KEY_LENGTH:
+        await self._check_account(account_id)
+        if not IMPORTED_KEY_MIN_LENGTH <= len(key) <= MAX_KEY_LENGTH:
             raise errors.BadRequest(
-                "An imported key is 20 to 200 characters.", fix="Check the key you are importing."
+                f"An imported key is {IMPORTED_KEY_MIN_LENGTH} to {MAX_KEY_LENGTH} characters.",
+                fix="Check the key you are importing.",
             )
         if self.runtime.key_format.parse(key).kind is Kind.MALFORMED:
             raise errors.BadRequest(
@@ -163,6 +168,10 @@ class KeyService:
                 ),
             )
 
+    async def _check_account(self, account_id: str) -> None:
+        if await self.accounts.get(account_id) is None:
+            raise errors.AccountNotFound()
+
     async def _check_environment(self, account_id: str, environment_id: str | None) -> None:
         if environment_id is None:
             return
@@ -172,20 +181,10 @@ class KeyService:
                 fix="List environments with GET /environments and use one of their ids.",
             )
 
-    def _changed(self, row: ApiKey) -> None:
-        """Drop the key from this process's cache now and again after the commit.
-
-        Now, so this process stops using the old state at once; after the
-        commit (``invalidate_after_commit``), so a lookup that ran between
-        the two cannot leave the old state cached.
-        """
-        self.runtime.cache.invalidate(row.key_hash)
-        self.session.info.setdefault(INVALIDATE_AFTER_COMMIT, set()).add(row.key_hash)
-
     def _record(
         self, type_: str, row: ApiKey, actor: Actor, data: dict[str, Any] | None = None
     ) -> None:
-        self._changed(row)
+        mark_changed(self.session, self.runtime, row.key_hash)
         self.audit.record(
             type_,
             account_id=row.account_id,
@@ -237,11 +236,10 @@ class KeyService:
         revoked: bool | None = None,
         reveal: bool | None = None,
     ) -> list[dict[str, Any]]:
-        """The account's key objects, newest first (``GET /keys``: its route and
-        its fast path both answer with these).
+        """The account's key objects, newest first (``GET /keys``).
 
-        A scoped caller sees only its environment. ``reveal`` None: full keys
-        unless the operator masks them (``KEYHOUSE_LIST_REVEALS_KEYS``).
+        A scoped caller sees only its environment. ``reveal`` None: as
+        ``keys.presenter`` decides for existing keys.
         """
         if scope_environment_id is not None:
             if environment_id is not None and environment_id != scope_environment_id:
@@ -250,9 +248,7 @@ class KeyService:
         rows = await self.repo.list(
             account_id, environment_id=environment_id, key_type=key_type, revoked=revoked
         )
-        if reveal is None:
-            reveal = self.runtime.settings.list_reveals_keys
-        return self.to_objects(account_id, rows, reveal=reveal)
+        return key_objects(self.runtime, account_id, rows, reveal=reveal)
 
     async def get(
         self, account_id: str | None, key_id: str, *, scope_environment_id: str | None = None
@@ -336,7 +332,10 @@ class KeyService:
         if not 0 <= grace_seconds <= MAX_ROLL_GRACE_SECONDS:
             raise errors.BadRequest(
                 f"expiresInSeconds is 0 to {MAX_ROLL_GRACE_SECONDS}.",
-                fix="Send a grace period in seconds between 0 and 604800 (7 days).",
+                fix=(
+                    "Send a grace period in seconds between 0 and "
+                    f"{MAX_ROLL_GRACE_SECONDS} (7 days)."
+                ),
             )
         row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
         now = utcnow()
@@ -373,87 +372,3 @@ class KeyService:
         )
         await self.repo.flush()
         return issued
-
-    # -- presentation ---------------------------------------------------------
-
-    def to_object(self, row: KeyView, *, reveal: bool = True) -> dict[str, Any]:
-        """The seed's key object; optional members are left out, never null."""
-        # One way to build a key object: the listing's, fed this row's columns.
-        columns = (
-            row.id,
-            row.environment_id,
-            row.key_type,
-            row.name,
-            row.key_ciphertext,
-            row.enc_kid,
-            row.key_hint,
-            row.revoked,
-            row.created_at,
-            row.last_used_at,
-            row.expires_at,
-        )
-        return self.to_objects(row.account_id, [columns], reveal=reveal)[0]
-
-    def to_objects(
-        self, account_id: str, rows: Sequence[Sequence[Any]], *, reveal: bool
-    ) -> list[dict[str, Any]]:
-        """Key objects of one account from rows in _VIEW_COLUMNS' order (keys/repository.py).
-
-        The per-key work of a listing (10,000 keys: most of a request), as
-        one loop with local names. The key strings are decrypted first, in
-        one call (``Keyring.decrypt_many``).
-        """
-        # Unpacked by position in _VIEW_COLUMNS' order: reading a Row by
-        # attribute name cost ~0.3 us a member, most of the per-key time.
-        plain = iter(
-            self.runtime.keyring.decrypt_many(
-                (row[5], row[4], row[0]) for row in rows if reveal or row[2] == "public"
-            )
-        )
-        pending_of = self.runtime.last_used.pending_lookup()
-        stamp = format_stored_ts
-        out = []
-        for (
-            key_id,
-            environment_id,
-            key_type,
-            name,
-            _ciphertext,
-            _enc_kid,
-            key_hint,
-            revoked,
-            created_at,
-            stored_last_used,
-            expires_at,
-        ) in rows:
-            obj: dict[str, Any] = {
-                "id": key_id,
-                "key": next(plain) if reveal or key_type == "public" else key_hint,
-                "keyType": key_type,
-            }
-            if environment_id is not None:
-                obj["environmentId"] = environment_id
-            obj["accountId"] = account_id
-            obj["name"] = name
-            obj["revoked"] = bool(revoked)
-            obj["createdAt"] = stamp(created_at)
-            last_used = None if stored_last_used is None else stamp(stored_last_used)
-            pending = pending_of(key_id)
-            if pending is not None:
-                pending_text = format_ts(pending)
-                if last_used is None or pending_text > last_used:
-                    last_used = pending_text
-            if last_used is not None:
-                obj["lastUsedAt"] = last_used
-            if expires_at is not None:
-                obj["expiresAt"] = stamp(expires_at)
-            out.append(obj)
-        return out
-
-
-def invalidate_after_commit(session: AsyncSession, runtime: Runtime) -> None:
-    """Call once the session committed: drops the keys it changed from the cache."""
-    for key_hash in session.info.pop(INVALIDATE_AFTER_COMMIT, ()):
-        runtime.cache.invalidate(key_hash)
-    if session.info.pop(CLEAR_CACHE_AFTER_COMMIT, False):
-        runtime.cache.clear()

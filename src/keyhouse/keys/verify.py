@@ -1,8 +1,9 @@
 """The one verification path: a key string in, a verdict out.
 
 Used to authenticate account-API requests (``authenticate`` raises the 401
-that says why) and by ``POST /verify`` (``verify`` returns a code).
-Order (DESIGN §2): checksum of a native key (typos and garbage never reach
+that says why) and by ``POST /verify`` (``verify_key``: the verdict with the
+plan's limits, as JSON).
+Order: checksum of a native key (typos and garbage never reach
 the database), SHA-256, the in-process cache by hash, the database on a
 miss, then the key's state, with expiry checked against the clock on every
 use.
@@ -16,28 +17,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import update
 
 from keyhouse import errors
 from keyhouse.audit.service import Actor, AuditService
+from keyhouse.keys import changes
 from keyhouse.keys.crypto import hash_key
-from keyhouse.keys.format import Kind
+from keyhouse.keys.format import MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.repository import KeyRepository
-from keyhouse.keys.schemas import KeyType
 from keyhouse.limits.plan import Plan
+from keyhouse.limits.service import usage_object
 from keyhouse.logs import get_logger
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
-from keyhouse.timeutil import utcnow
+from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["MAX_KEY_LENGTH", "Caller", "KeyRecord", "Verdict", "Verifier", "bearer_of"]
+__all__ = ["Caller", "KeyRecord", "Verdict", "Verifier", "bearer_of", "verify_key"]
 
 log = get_logger("keyhouse.verify")
 
-# No key we issue or import is longer; a longer string is not looked up.
-MAX_KEY_LENGTH = 200
 # A longer Authorization header is refused before any lookup.
 MAX_AUTHORIZATION_LENGTH = 1024
 
@@ -147,8 +147,7 @@ class Verifier:
         # Checked against the clock on every use, never cached.
         if record.expires_at is not None and record.expires_at <= now:
             if not record.expiry_recorded:
-                await self._record_expiry(record, actor)
-                runtime.cache.invalidate(key_hash)
+                await self._record_expiry(record, key_hash, actor)
             return Verdict("expired", record)
         runtime.last_used.touch(record.id, now)
         return Verdict("valid", record)
@@ -169,13 +168,18 @@ class Verifier:
             raise errors.ExpiredApiKey()
         raise errors.InvalidApiKey()
 
-    async def _record_expiry(self, record: KeyRecord, actor: Actor | None) -> None:
-        """``key.expired`` once per key, the first time a use finds it expired."""
+    async def _record_expiry(self, record: KeyRecord, key_hash: bytes, actor: Actor | None) -> None:
+        """``key.expired`` once per key, the first time a use finds it expired.
+
+        The cached record (``expiry_recorded`` false) is dropped here and in
+        every process, so the next use reads the row again.
+        """
         by = Actor(
             "key", record.id, actor.ip if actor else None, actor.user_agent if actor else None
         )
         try:
-            async with self.runtime.db.session(write=True) as session:
+            async with changes.session(self.runtime, write=True) as session:
+                changes.mark_changed(session, self.runtime, key_hash)
                 result = await session.execute(
                     update(ApiKey)
                     .where(ApiKey.id == record.id, ApiKey.expiry_recorded_at.is_(None))
@@ -192,3 +196,42 @@ class Verifier:
         except Exception as exc:
             # The answer (401 expired) stands; the event is retried on the next use.
             log.warning("expiry_event_not_recorded", key_id=record.id, error=type(exc).__name__)
+
+
+async def verify_key(runtime: Runtime, key: str, actor: Actor | None) -> dict[str, Any]:
+    """``POST /verify``'s verdict as a JSON-ready dict: ``verify`` plus the plan's limits.
+
+    A valid key's use counts against its account's plan, like an API call: a
+    refused one turns the verdict into ``usage_exceeded`` or ``rate_limited``.
+    """
+    verdict = await Verifier(runtime).verify(key, actor=actor)
+    out: dict[str, Any] = {"valid": verdict.valid, "code": verdict.code}
+    record = verdict.record
+    extra: dict[str, Any] = {}
+    if verdict.valid and record is not None:
+        # A verification counts against the account's plan, like an API call.
+        admission = await runtime.limiter.admit(record.account_id, record.id, record.plan, utcnow())
+        if not admission.allowed:
+            code = "usage_exceeded" if admission.refusal == "usage" else "rate_limited"
+            out = {"valid": False, "code": code}
+        if admission.rate is not None:
+            rate = admission.rate
+            extra["ratelimit"] = {
+                "limit": rate.limit,
+                "remaining": rate.remaining,
+                "reset": rate.reset,
+            }
+        extra["usage"] = usage_object(
+            admission.used, admission.period, limit=record.plan.monthly_requests
+        )
+    if record is not None:
+        out["keyId"] = record.id
+        out["accountId"] = record.account_id
+        if record.environment_id is not None:
+            out["environmentId"] = record.environment_id
+        out["keyType"] = record.key_type
+        out["name"] = record.name
+        if record.expires_at is not None:
+            out["expiresAt"] = format_ts(record.expires_at)
+    out.update(extra)
+    return out

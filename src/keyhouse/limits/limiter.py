@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from keyhouse.limits.plan import Period, Plan, current_period
-from keyhouse.limits.store import UsageRepository
+from keyhouse.limits.repository import UsageRepository
 from keyhouse.logs import get_logger
 
 if TYPE_CHECKING:

@@ -1,20 +1,27 @@
-"""Metering one call of the account API: the plan's quota and rate limit.
+"""Metering: counting a call against the plan, and the usage object that reports it.
 
-Shared by the ``MeteredCallerDep`` dependency and ``GET /keys``'s fast path
-(``keys/fastpath.py``), so both count and refuse a call the same way.
+``meter`` counts one call of the account API (``http/pipeline.py``'s
+``get_metered_caller``); ``usage_object`` is the one builder of the usage
+member that ``POST /verify``, ``GET /account`` and ``keyhouse account usage``
+show.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from keyhouse import errors
-from keyhouse.keys.verify import Caller
 from keyhouse.limits.limiter import RateState
+from keyhouse.limits.plan import Period
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["Metered", "meter", "ratelimit_headers"]
+if TYPE_CHECKING:
+    # Annotations only: keys/verify.py (verify_key) imports this module.
+    from keyhouse.keys.verify import Caller
+
+__all__ = ["Metered", "meter", "ratelimit_headers", "usage_object"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +68,22 @@ def ratelimit_headers(rate: RateState) -> dict[str, str]:
         "RateLimit-Remaining": str(rate.remaining),
         "RateLimit-Reset": str(rate.reset),
     }
+
+
+def usage_object(
+    requests: int, period: Period, *, limit: int | None = None, period_start: bool = False
+) -> dict[str, Any]:
+    """``{requests, limit?, periodStart?, resetsAt}``: an account's usage this period.
+
+    ``limit`` is the plan's monthly requests, left out when None (unlimited,
+    or, for ``GET /account``, given beside it in ``limits``). ``period_start``
+    adds when the period began. Members in this order: responses are pinned
+    byte for byte.
+    """
+    usage: dict[str, Any] = {"requests": requests}
+    if limit is not None:
+        usage["limit"] = limit
+    if period_start:
+        usage["periodStart"] = format_ts(period.start)
+    usage["resetsAt"] = format_ts(period.end)
+    return usage

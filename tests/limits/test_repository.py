@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import anyio
 
-from keyhouse.limits.store import UsageRepository
+from keyhouse.limits.repository import UsageRepository
 from keyhouse.runtime import Runtime
 from tests.factories import bare_account
 
