@@ -131,15 +131,6 @@ class TestList:
             rows, _ = await audit.list(account_id, limit=100, starting_after=theirs[0])
             assert {r.account_id for r in rows} == {account_id}
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "list clamps the query to MAX_PAGE + 1 rows but slices the page by the "
-            "unclamped limit: limit > MAX_PAGE returns MAX_PAGE + 1 events with "
-            "hasMore false although more follow (the endpoint and the CLI refuse "
-            "limit > 100, so only direct callers see it)"
-        ),
-    )
     async def test_a_limit_above_the_maximum_gives_a_full_page_and_more(
         self, runtime: Runtime
     ) -> None:

@@ -267,15 +267,6 @@ REFUSALS: list[Any] = [
         errors.KeyLimitReached,
         "key_limit_reached",
         id="roll-at-the-key-limit",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "roll shortens the old key's expiry and flushes it before the key-limit "
-                "check; the refusal leaves that change in the session, so a caller that "
-                "handles KeyLimitReached and commits ends the old key's life with no "
-                "replacement (the endpoints and the CLI roll back on the error)"
-            ),
-        ),
     ),
 ]
 

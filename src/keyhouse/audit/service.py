@@ -73,11 +73,12 @@ class AuditService:
         starting_after: str | None = None,
         scope_environment_id: str | None = None,
     ) -> tuple[list[Event], bool]:
-        """A page of events, newest first, and whether more follow."""
+        """A page of at most ``MAX_PAGE`` events, newest first, and whether more follow."""
+        limit = min(limit, MAX_PAGE)
         rows = list(
             await self.repo.list(
                 account_id,
-                limit=min(limit, MAX_PAGE) + 1,
+                limit=limit + 1,
                 starting_after=starting_after,
                 environment_id=scope_environment_id,
             )

@@ -354,7 +354,14 @@ class KeyService:
             row.expires_at = grace_end
         await self.repo.flush()
         # The old key counts as active while its grace lasts (0: it does not).
-        await self._check_key_limit(row.account_id, now)
+        try:
+            await self._check_key_limit(row.account_id, now)
+        except errors.KeyLimitReached:
+            # A refused roll changes nothing, even for a caller that goes on
+            # to commit the session: the old key keeps its expiry.
+            row.expires_at = original_expiry
+            await self.repo.flush()
+            raise
         issued = await self._store(
             row.account_id,
             self.runtime.key_format.generate(key_type),
