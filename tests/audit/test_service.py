@@ -8,8 +8,6 @@ and ``list``'s pages, cursor and scope as the service returns them.
 
 from __future__ import annotations
 
-import pytest
-
 from keyhouse.audit.service import CLI, MAX_PAGE, Actor, AuditService
 from keyhouse.models import Event
 from keyhouse.runtime import Runtime

@@ -16,8 +16,8 @@ from keyhouse.ids import new_id
 from keyhouse.keys.verify import Caller
 from keyhouse.limits.limiter import Limiter, Mode
 from keyhouse.limits.plan import Plan, current_period
-from keyhouse.limits.service import Metered, meter
 from keyhouse.limits.repository import UsageRepository
+from keyhouse.limits.service import Metered, meter
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import utcnow
 from tests.factories import bare_account
