@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from keyhouse.logs import get_logger
 
-if TYPE_CHECKING:
-    from keyhouse.keys.cache import KeyCache
-
 __all__ = [
     "CHANNEL",
     "CLEAR_CACHE_AFTER_COMMIT",
     "INVALIDATE_AFTER_COMMIT",
+    "CacheByHash",
     "ChangeListener",
     "NotifyingSession",
 ]
@@ -59,10 +57,21 @@ def _notify_changes(session: Session) -> None:
         session.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
 
 
+class CacheByHash(Protocol):
+    """What the listener needs of a cache keyed by key hash (the keys cache has it).
+
+    Declared here so that the database layer knows no domain package.
+    """
+
+    def invalidate(self, key_hash: bytes) -> None: ...
+
+    def clear(self) -> None: ...
+
+
 class ChangeListener:
     """LISTENs for key changes and keeps this process's cache honest."""
 
-    def __init__(self, dsn: str, cache: KeyCache, *, timeout: float = 2.0) -> None:
+    def __init__(self, dsn: str, cache: CacheByHash, *, timeout: float = 2.0) -> None:
         self._dsn = dsn
         self._cache = cache
         self._timeout = timeout

@@ -15,10 +15,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from keyhouse.keys.verify import KeyRecord
+from keyhouse.keys.record import KeyRecord
 
 __all__ = ["KeyCache"]
 

@@ -26,6 +26,7 @@ from keyhouse.audit.service import Actor, AuditService
 from keyhouse.keys import changes
 from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import MAX_KEY_LENGTH, KeyType, Kind
+from keyhouse.keys.record import KeyRecord
 from keyhouse.keys.repository import KeyRepository
 from keyhouse.limits.plan import Plan
 from keyhouse.limits.service import usage_object
@@ -74,35 +75,6 @@ class Caller:
     @property
     def is_secret(self) -> bool:
         return self.key_type == "secret"
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """What verification needs of a key row (no secret in it)."""
-
-    id: str
-    account_id: str
-    environment_id: str | None
-    key_type: KeyType
-    name: str
-    revoked: bool
-    expires_at: datetime | None
-    expiry_recorded: bool
-    plan: Plan
-
-    @classmethod
-    def from_row(cls, row: ApiKey, plan: Plan) -> KeyRecord:
-        return cls(
-            id=row.id,
-            account_id=row.account_id,
-            environment_id=row.environment_id,
-            key_type="secret" if row.key_type == "secret" else "public",
-            name=row.name,
-            revoked=row.revoked,
-            expires_at=row.expires_at,
-            expiry_recorded=row.expiry_recorded_at is not None,
-            plan=plan,
-        )
 
 
 @dataclass(frozen=True, slots=True)

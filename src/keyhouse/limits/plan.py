@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
-__all__ = ["Period", "Plan", "current_period"]
+__all__ = ["Consumer", "Period", "Plan", "current_period"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,22 @@ class Plan:
         if self.rate_per_second is None:
             return None
         return self.burst if self.burst is not None else self.rate_per_second
+
+
+class Consumer(Protocol):
+    """Who a metered call is counted against: one key of one account, and its plan.
+
+    The keys package's ``Caller`` is one; declared here so that limits need
+    not import keys (keys imports limits: verification reports usage, and
+    every KeyRecord carries a Plan).
+    """
+
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def plan(self) -> Plan: ...
 
 
 @dataclass(frozen=True, slots=True)

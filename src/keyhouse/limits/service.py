@@ -9,17 +9,13 @@ show.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from keyhouse import errors
 from keyhouse.limits.limiter import RateState
-from keyhouse.limits.plan import Period
+from keyhouse.limits.plan import Consumer, Period
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
-
-if TYPE_CHECKING:
-    # Annotations only: keys/verify.py (verify_key) imports this module.
-    from keyhouse.keys.verify import Caller
 
 __all__ = ["Metered", "meter", "ratelimit_headers", "usage_object"]
 
@@ -34,7 +30,7 @@ class Metered:
     refusal: errors.KeyhouseError | None
 
 
-async def meter(runtime: Runtime, caller: Caller) -> Metered:
+async def meter(runtime: Runtime, caller: Consumer) -> Metered:
     """Count the call against the account's plan. A refused call consumes nothing."""
     admission = await runtime.limiter.admit(caller.account_id, caller.key_id, caller.plan, utcnow())
     headers = ratelimit_headers(admission.rate) if admission.rate is not None else {}

@@ -1,0 +1,45 @@
+"""What the key cache holds and verification decides on: a key row without its secrets.
+
+Its own module so that the cache (which ``runtime`` builds) can name it
+without importing the verifier, which imports ``runtime``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from keyhouse.keys.format import KeyType
+from keyhouse.limits.plan import Plan
+from keyhouse.models import ApiKey
+
+__all__ = ["KeyRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What verification needs of a key row (no secret in it)."""
+
+    id: str
+    account_id: str
+    environment_id: str | None
+    key_type: KeyType
+    name: str
+    revoked: bool
+    expires_at: datetime | None
+    expiry_recorded: bool
+    plan: Plan
+
+    @classmethod
+    def from_row(cls, row: ApiKey, plan: Plan) -> KeyRecord:
+        return cls(
+            id=row.id,
+            account_id=row.account_id,
+            environment_id=row.environment_id,
+            key_type="secret" if row.key_type == "secret" else "public",
+            name=row.name,
+            revoked=row.revoked,
+            expires_at=row.expires_at,
+            expiry_recorded=row.expiry_recorded_at is not None,
+            plan=plan,
+        )
