@@ -19,13 +19,13 @@ import anyio
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from keyhouse import errors
 from keyhouse.accounts.schemas import LimitsUpdate
 from keyhouse.accounts.service import AccountService
 from keyhouse.audit.service import CLI
 from keyhouse.db.notify import ChangeListener
+from keyhouse.db.session import DbSession
 from keyhouse.environments.service import EnvironmentService
 from keyhouse.ids import new_id
 from keyhouse.keys.format import BODY_LEN, KeyType
@@ -191,7 +191,7 @@ class RolledBack(Exception):
 
 
 @asynccontextmanager
-async def rolled_back(runtime: Runtime) -> AsyncIterator[AsyncSession]:
+async def rolled_back(runtime: Runtime) -> AsyncIterator[DbSession]:
     """A write session whose transaction is rolled back when the block ends.
 
     What a request does when its handler fails after a service call: what
@@ -230,7 +230,7 @@ async def bare_account(runtime: Runtime, **limits: Any) -> str:
 
 
 def insert_key(
-    session: AsyncSession,
+    session: DbSession,
     account_id: str,
     *,
     key_type: KeyType = "secret",

@@ -22,7 +22,6 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from keyhouse import errors
 from keyhouse.accounts.schemas import Account, LimitsUpdate
@@ -31,6 +30,7 @@ from keyhouse.admin_tokens import load_admin_tokens
 from keyhouse.audit.service import CLI, AuditService, event_object
 from keyhouse.config import Settings, load_settings, settings_error_line
 from keyhouse.db.migrate import migrate
+from keyhouse.db.session import DbSession
 from keyhouse.environments.schemas import Environment
 from keyhouse.environments.service import EnvironmentService
 from keyhouse.keys import changes
@@ -106,7 +106,7 @@ def run(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(f"cannot migrate the database: {first}")
 
 
-def with_session(settings: Settings, work: Callable[[AsyncSession, Runtime], Awaitable[T]]) -> T:
+def with_session(settings: Settings, work: Callable[[DbSession, Runtime], Awaitable[T]]) -> T:
     """Migrate, then run ``work`` in one transaction, as one API request would."""
 
     async def _go() -> T:
@@ -223,7 +223,7 @@ def account_create(
     settings = _settings()
     name = _name(name)
 
-    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, str]:
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, str]:
         new = await AccountService(session, runtime).create(name, actor=CLI)
         return {"accountId": new.account.id, "keyId": new.key.row.id, "key": new.key.plaintext}
 
@@ -250,7 +250,7 @@ def environment_create(
     settings = _settings()
     name = _name(name)
 
-    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         row = await EnvironmentService(session).create(account, name, actor=CLI)
         return Environment.from_row(row).model_dump()
 
@@ -297,7 +297,7 @@ def key_create(
         fail("validation_error: --type is 'secret' or 'public'")
     typed: KeyType = "secret" if key_type == "secret" else "public"
 
-    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         issued = await KeyService(session, runtime).create(
             account, name=name, key_type=typed, environment_id=environment, actor=CLI
         )
@@ -320,7 +320,7 @@ def key_list(
     """List an account's keys, newest first (keys masked unless --reveal)."""
     settings = _settings()
 
-    async def work(session: AsyncSession, runtime: Runtime) -> list[dict[str, Any]]:
+    async def work(session: DbSession, runtime: Runtime) -> list[dict[str, Any]]:
         await AccountService(session, runtime).get(account)
         # --json is exactly GET /keys; the table masks unless asked.
         return await KeyService(session, runtime).list_objects(
@@ -353,7 +353,7 @@ def key_revoke(
     """Revoke a key at once (idempotent)."""
     settings = _settings()
 
-    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.revoke(None, key_id, force=force, actor=CLI)
         return key_object(runtime, row)
@@ -382,7 +382,7 @@ def key_roll(
     """Replace a key with a new one; the old one works for the grace period."""
     settings = _settings()
 
-    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         issued = await service.roll(None, key_id, grace_seconds=grace, actor=CLI)
         return issued_key_object(runtime, issued.row)
@@ -405,7 +405,7 @@ def key_rename(
     settings = _settings()
     name = _name(name)
 
-    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.rename(None, key_id, name, actor=CLI)
         return key_object(runtime, row)
@@ -422,7 +422,7 @@ def account_list(as_json: JsonOpt = False) -> None:
     """List accounts, newest first."""
     settings = _settings()
 
-    async def work(session: AsyncSession, runtime: Runtime) -> list[dict[str, Any]]:
+    async def work(session: DbSession, runtime: Runtime) -> list[dict[str, Any]]:
         rows = await AccountService(session, runtime).list_accounts()
         return [Account.from_row(r).to_json() for r in rows]
 
@@ -486,7 +486,7 @@ def account_limits(
     }
     limits = LimitsUpdate(**changes) if changes else None
 
-    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         service = AccountService(session, runtime)
         row = await service.update(account, limits=limits, actor=CLI)
         return Account.from_row(row).to_json()
@@ -511,7 +511,7 @@ def account_usage(
     """
     settings = _settings()
 
-    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         row = await AccountService(session, runtime).get(account)
         period = current_period(utcnow())
         used = await UsageRepository(session, is_sqlite=runtime.db.is_sqlite).get(
@@ -546,7 +546,7 @@ def events(
     """An account's audit log, newest first (as GET /events)."""
     settings = _settings()
 
-    async def work(session: AsyncSession, runtime: Runtime) -> dict[str, Any]:
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         await AccountService(session, runtime).get(account)
         rows, has_more = await AuditService(session).list(
             account, limit=limit, starting_after=starting_after

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
 from keyhouse.accounts.schemas import LimitsUpdate
 from keyhouse.audit.service import Actor, AuditService
+from keyhouse.db.session import DbSession
 from keyhouse.ids import new_id
 from keyhouse.keys.changes import ALL, mark_changed
 from keyhouse.keys.service import IssuedKey, KeyService
@@ -34,7 +33,7 @@ class NewAccount:
 
 
 class AccountService:
-    def __init__(self, session: AsyncSession, runtime: Runtime) -> None:
+    def __init__(self, session: DbSession, runtime: Runtime) -> None:
         self.runtime = runtime
         self.repo = AccountRepository(session)
         self.keys = KeyService(session, runtime)

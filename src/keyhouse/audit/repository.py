@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from keyhouse.db.session import DbSession
 from keyhouse.models import Event
 
 __all__ = ["EventRepository"]
 
 
 class EventRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     def add(self, event: Event) -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from keyhouse.audit.repository import EventRepository
+from keyhouse.db.session import DbSession
 from keyhouse.ids import new_id
 from keyhouse.models import Event
 from keyhouse.timeutil import format_ts
@@ -35,7 +34,7 @@ CLI = Actor("cli")
 
 
 class AuditService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.repo = EventRepository(session)
 
     def record(

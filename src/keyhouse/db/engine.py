@@ -16,21 +16,20 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
-    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import StaticPool
 
 from keyhouse.config import Settings
 from keyhouse.db.notify import NotifyingSession
+from keyhouse.db.session import DbSession, InlineSession
 
 __all__ = ["Database", "prepare_sqlite_file"]
 
@@ -75,53 +74,6 @@ def _sqlite_engine(url: str, busy_timeout_ms: int, begin: str | None) -> AsyncEn
     return engine
 
 
-class InlineReadSession:
-    """The part of ``AsyncSession`` that read paths use, run inline (SQLite reads).
-
-    The ORM session is made on first use: a listing runs Core statements on
-    the connection only, and opening and closing a Session cost it ~55 us of
-    ~430 (timeit of a 200-key listing, issue 4).
-    """
-
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-        self._session: Session | None = None
-        self.info: dict[str, Any] = {}
-
-    @property
-    def sync_session(self) -> Session:
-        if self._session is None:
-            self._session = Session(bind=self._connection, info=self.info)
-        return self._session
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-
-    async def execute(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
-        return self.sync_session.execute(statement, params, **kwargs)
-
-    async def get(self, entity: Any, ident: Any, **kwargs: Any) -> Any:
-        return self.sync_session.get(entity, ident, **kwargs)
-
-    async def scalar(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
-        return self.sync_session.scalar(statement, params, **kwargs)
-
-    async def scalars(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
-        return self.sync_session.scalars(statement, params, **kwargs)
-
-    async def connection(self) -> _InlineConnection:
-        return _InlineConnection(self._connection)
-
-
-class _InlineConnection:
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
-
-    async def execute(self, statement: Any, params: Any = None) -> Any:
-        return self._connection.execute(statement, params)
-
-
 class Database:
     """The engines of one process, and sessions on them."""
 
@@ -134,19 +86,19 @@ class Database:
             if database and database != ":memory:":
                 prepare_sqlite_file(Path(database))
             timeout = settings.sqlite_busy_timeout_ms
-            # Reads run in autocommit (each statement its own snapshot): no BEGIN
-            # to send, one thread hop fewer per request through aiosqlite.
+            # Where an AsyncEngine is asked for (the readiness check); in
+            # autocommit (each statement its own snapshot): no BEGIN to send.
             self.engine = _sqlite_engine(url, timeout, None)
             self.write_engine = _sqlite_engine(url, timeout, "BEGIN IMMEDIATE")
-            # Reads of a request run inline, on one connection of the event
-            # loop's thread: through aiosqlite every statement costs several
-            # thread hops (~1.5 ms for a one-row lookup, bench "cache miss"),
-            # while a WAL read of a few hundred rows takes well under that
-            # and never waits for a writer.
+            # Read sessions run inline on the event loop's thread (db/session.py).
+            # A connection each (a session that writes holds a transaction on
+            # its own); more are opened rather than waited for, which would
+            # block the event loop.
             self.inline_engine: Engine | None = create_engine(
                 url.replace("sqlite+aiosqlite", "sqlite+pysqlite", 1),
                 hide_parameters=True,
-                poolclass=StaticPool,
+                max_overflow=-1,
+                # Used by the event loop's thread, and by a worker for writes.
                 connect_args={"check_same_thread": False},
             )
             _sqlite_pragmas(self.inline_engine, timeout)
@@ -182,15 +134,22 @@ class Database:
         return make_url(self.url).render_as_string(hide_password=True)
 
     @asynccontextmanager
-    async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction: committed on success, rolled back on error."""
+    async def session(self, *, write: bool) -> AsyncIterator[DbSession]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        A read session (``write=False``) may write too, on both engines; on
+        SQLite it is an ``InlineSession`` (db/session.py).
+        """
         if not write and self.inline_engine is not None:
-            with self.inline_engine.connect() as connection, connection.begin():
-                inline = InlineReadSession(connection)
-                try:
-                    yield cast(AsyncSession, inline)
-                finally:
-                    inline.close()
+            inline = InlineSession(self.inline_engine)
+            try:
+                yield inline
+                await inline.commit()
+            except BaseException:
+                await inline.rollback()
+                raise
+            finally:
+                inline.close()
             return
         maker = self._write if write else self._read
         async with maker() as session, session.begin():

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from keyhouse.db.session import DbSession
 from keyhouse.ids import is_id
 from keyhouse.models import Environment
 
@@ -14,7 +14,7 @@ __all__ = ["EnvironmentRepository"]
 
 
 class EnvironmentRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def get(self, account_id: str, environment_id: str) -> Environment | None:

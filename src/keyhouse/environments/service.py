@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
 from keyhouse.audit.service import Actor, AuditService
+from keyhouse.db.session import DbSession
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
 from keyhouse.models import Environment
@@ -15,7 +14,7 @@ __all__ = ["EnvironmentService"]
 
 
 class EnvironmentService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.repo = EnvironmentRepository(session)
         self.accounts = AccountRepository(session)
         self.audit = AuditService(session)

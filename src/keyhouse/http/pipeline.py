@@ -35,12 +35,12 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from keyhouse import errors
 from keyhouse.audit.service import Actor
+from keyhouse.db.session import DbSession
 from keyhouse.http.errors import validation_error
 from keyhouse.keys import changes
 from keyhouse.keys.format import Kind
@@ -90,7 +90,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 @asynccontextmanager
-async def request_session(request: Request, runtime: Runtime) -> AsyncIterator[AsyncSession]:
+async def request_session(request: Request, runtime: Runtime) -> AsyncIterator[DbSession]:
     """The request's one session: committed on leaving, then the cache told what changed.
 
     Leaving before the response is sent means a 2xx is on disk.
@@ -99,14 +99,14 @@ async def request_session(request: Request, runtime: Runtime) -> AsyncIterator[A
         yield session
 
 
-async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[DbSession]:
     async with request_session(request, runtime) as session:
         yield session
 
 
 # scope="function": the session commits after the endpoint returns and
 # before the response is sent.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SessionDep = Annotated[DbSession, Depends(get_session, scope="function")]
 
 
 # -- credential, authentication, actor ------------------------------------------------

@@ -23,9 +23,8 @@ from contextlib import asynccontextmanager
 from enum import Enum
 from typing import Final, Literal
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from keyhouse.db.notify import CLEAR_CACHE_AFTER_COMMIT, INVALIDATE_AFTER_COMMIT
+from keyhouse.db.session import DbSession
 from keyhouse.runtime import Runtime
 
 __all__ = ["ALL", "after_commit", "mark_changed", "session"]
@@ -40,7 +39,7 @@ ALL: Final = _Everything.ALL
 
 
 def mark_changed(
-    session: AsyncSession, runtime: Runtime, key_hash: bytes | Literal[_Everything.ALL]
+    session: DbSession, runtime: Runtime, key_hash: bytes | Literal[_Everything.ALL]
 ) -> None:
     """The key with ``key_hash`` (or ``ALL``) changed in ``session``'s transaction."""
     if key_hash is ALL:
@@ -51,7 +50,7 @@ def mark_changed(
         session.info.setdefault(INVALIDATE_AFTER_COMMIT, set()).add(key_hash)
 
 
-def after_commit(session: AsyncSession, runtime: Runtime) -> None:
+def after_commit(session: DbSession, runtime: Runtime) -> None:
     """Once ``session`` committed: drop what it changed from this process's cache."""
     for key_hash in session.info.pop(INVALIDATE_AFTER_COMMIT, ()):
         runtime.cache.invalidate(key_hash)
@@ -60,7 +59,7 @@ def after_commit(session: AsyncSession, runtime: Runtime) -> None:
 
 
 @asynccontextmanager
-async def session(runtime: Runtime, *, write: bool) -> AsyncIterator[AsyncSession]:
+async def session(runtime: Runtime, *, write: bool) -> AsyncIterator[DbSession]:
     """A session committed on leaving, then ``after_commit`` (not after a rollback)."""
     async with runtime.db.session(write=write) as db_session:
         yield db_session

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import String, Table, bindparam, func, or_, select, type_coerce
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from keyhouse.db.session import DbSession
 from keyhouse.ids import is_id
 from keyhouse.limits.plan import Plan
 from keyhouse.models import Account, ApiKey
@@ -92,7 +92,7 @@ def _list_statement(by_environment: bool, by_type: bool, revoked: bool | None) -
 
 
 class KeyRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def get_with_plan(self, key_hash: bytes) -> tuple[ApiKey, Plan] | None:

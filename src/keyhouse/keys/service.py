@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
 from keyhouse.audit.service import Actor, AuditService
+from keyhouse.db.session import DbSession
 from keyhouse.environments.repository import EnvironmentRepository
 from keyhouse.ids import new_id
 from keyhouse.keys.changes import mark_changed
@@ -44,7 +43,7 @@ class IssuedKey:
 
 
 class KeyService:
-    def __init__(self, session: AsyncSession, runtime: Runtime) -> None:
+    def __init__(self, session: DbSession, runtime: Runtime) -> None:
         self.runtime = runtime
         self.session = session
         self.repo = KeyRepository(session)

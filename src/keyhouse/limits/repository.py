@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from keyhouse.db.session import DbSession
 from keyhouse.models import Usage
 
 __all__ = ["UsageRepository"]
@@ -16,7 +16,7 @@ __all__ = ["UsageRepository"]
 class UsageRepository:
     """SQLAlchemy statements for the ``usage`` table. Never commits."""
 
-    def __init__(self, session: AsyncSession, *, is_sqlite: bool) -> None:
+    def __init__(self, session: DbSession, *, is_sqlite: bool) -> None:
         self.session = session
         self._insert: Any = sqlite.insert if is_sqlite else postgresql.insert
         # SQLite's two-argument max() is a scalar; PostgreSQL calls it greatest().
