@@ -28,12 +28,14 @@ def _name(node: ast.AST) -> str | None:
 
 
 def _is_column(node: ast.AST) -> bool:
-    """``ApiKey.key_hash``: a model's column, so the comparison is SQL, not Python."""
-    return (
-        isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Name)
-        and node.value.id[:1].isupper()
-    )
+    """``ApiKey.key_hash`` (a model's column) or ``table.c.key_hash`` (a table's):
+    the comparison is SQL, not Python."""
+    if not isinstance(node, ast.Attribute):
+        return False
+    value = node.value
+    if isinstance(value, ast.Name):
+        return value.id[:1].isupper()
+    return isinstance(value, ast.Attribute) and value.attr == "c"
 
 
 def secret_comparisons() -> list[str]:
@@ -60,11 +62,17 @@ def test_no_secret_is_compared_with_equality() -> None:
 
 def test_the_check_finds_what_it_looks_for() -> None:
     # The check itself must be able to fail.
-    tree = ast.parse("if token == given:\n    pass\nq = ApiKey.key_hash == key_hash\n")
+    tree = ast.parse(
+        "if token == given:\n    pass\nq = ApiKey.key_hash == key_hash\n"
+        "r = _table.c.key_hash == b\ns = row.key_hash == key_hash\n"
+    )
     compares = [n for n in ast.walk(tree) if isinstance(n, ast.Compare)]
     assert _name(compares[0].left) == "token"
     assert not _is_column(compares[0].left)
     assert _is_column(compares[1].left)
+    assert _is_column(compares[2].left)
+    assert not _is_column(compares[3].left)
+    assert not _is_column(compares[3].comparators[0])
     assert SECRET.search("token")
     assert SECRET.search("key_hash")
     assert not SECRET.search("key_type")

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from keyhouse.keys.repository import KeyRepository
+from keyhouse.keys.record import KeyRecord
+from keyhouse.keys.repository import KeyRepository, find_record
 from keyhouse.limits.plan import Plan
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import utcnow
@@ -42,7 +43,7 @@ class TestGetByHash:
             assert await repo.get_by_hash(bytes(32)) is None
 
 
-class TestGetWithPlan:
+class TestFindRecord:
     @pytest.mark.parametrize(
         "plan", [Plan(1000, 5, 10), Plan(None, None, None)], ids=["limited", "unlimited"]
     )
@@ -56,12 +57,39 @@ class TestGetWithPlan:
         )
         async with runtime.db.session(write=True) as session:
             row = insert_key(session, account_id)
-        async with runtime.db.session(write=False) as session:
-            found = await KeyRepository(session).get_with_plan(row.key_hash)
-            missing = await KeyRepository(session).get_with_plan(bytes(32))
+        async with runtime.db.reader() as connection:
+            found = await find_record(connection, row.key_hash)
+            missing = await find_record(connection, bytes(32))
         assert found is not None
-        assert (found[0].id, found[1]) == (row.id, plan)
+        assert (found.id, found.plan) == (row.id, plan)
         assert missing is None
+
+    async def test_what_verification_decides_on(self, runtime: Runtime) -> None:
+        account_id = await bare_account(runtime)
+        env = await create_environment(runtime, account_id, "prod")
+        expires_at = utcnow().replace(microsecond=123000) + timedelta(days=1)
+        async with runtime.db.session(write=True) as session:
+            row = insert_key(
+                session,
+                account_id,
+                key_type="public",
+                environment_id=env.id,
+                revoked=True,
+                expires_at=expires_at,
+            )
+        async with runtime.db.reader() as connection:
+            found = await find_record(connection, row.key_hash)
+        assert found == KeyRecord(
+            id=row.id,
+            account_id=account_id,
+            environment_id=env.id,
+            key_type="public",
+            name="inserted",
+            revoked=True,
+            expires_at=expires_at,
+            expiry_recorded=False,
+            plan=Plan(),
+        )
 
 
 class TestList:

@@ -11,14 +11,14 @@ from datetime import datetime
 
 from keyhouse.keys.format import KeyType
 from keyhouse.limits.plan import Plan
-from keyhouse.models import ApiKey
 
 __all__ = ["KeyRecord"]
 
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
-    """What verification needs of a key row (no secret in it)."""
+    """What verification needs of a key row (no secret in it); keys/repository.py
+    ``find_record`` reads one."""
 
     id: str
     account_id: str
@@ -29,17 +29,3 @@ class KeyRecord:
     expires_at: datetime | None
     expiry_recorded: bool
     plan: Plan
-
-    @classmethod
-    def from_row(cls, row: ApiKey, plan: Plan) -> KeyRecord:
-        return cls(
-            id=row.id,
-            account_id=row.account_id,
-            environment_id=row.environment_id,
-            key_type="secret" if row.key_type == "secret" else "public",
-            name=row.name,
-            revoked=row.revoked,
-            expires_at=row.expires_at,
-            expiry_recorded=row.expiry_recorded_at is not None,
-            plan=plan,
-        )

@@ -9,12 +9,13 @@ from typing import Any, Protocol, cast
 
 from sqlalchemy import String, Table, bindparam, func, or_, select, type_coerce
 
-from keyhouse.db.session import DbSession
+from keyhouse.db.session import DbConnection, DbSession
 from keyhouse.ids import is_id
+from keyhouse.keys.record import KeyRecord
 from keyhouse.limits.plan import Plan
 from keyhouse.models import Account, ApiKey
 
-__all__ = ["KeyRepository", "KeyView"]
+__all__ = ["KeyRepository", "KeyView", "find_record"]
 
 
 class KeyView(Protocol):
@@ -91,21 +92,51 @@ def _list_statement(by_environment: bool, by_type: bool, revoked: bool | None) -
     return stmt.order_by(_table.c.created_at.desc(), _table.c.id.desc())
 
 
+_accounts = cast(Table, Account.__table__)
+# What verification needs of a key and its account's plan, by hash: table
+# columns, built once. An ORM select(ApiKey, ...) loaded a whole instance
+# (ciphertext included) through the Session's machinery on every miss.
+_RECORD = (
+    select(
+        _table.c.id,
+        _table.c.account_id,
+        _table.c.environment_id,
+        _table.c.key_type,
+        _table.c.name,
+        _table.c.revoked,
+        _table.c.expires_at,
+        _table.c.expiry_recorded_at.is_not(None),
+        _accounts.c.monthly_requests,
+        _accounts.c.rate_per_second,
+        _accounts.c.burst,
+    )
+    .join(_accounts, _accounts.c.id == _table.c.account_id)
+    .where(_table.c.key_hash == bindparam("key_hash"))
+)
+
+
+async def find_record(connection: DbConnection, key_hash: bytes) -> KeyRecord | None:
+    """The key with this hash as verification sees it (its account's plan included)."""
+    row = (await connection.execute(_RECORD, {"key_hash": key_hash})).first()
+    if row is None:
+        return None
+    key_id, account_id, environment_id, key_type, name, revoked, expires_at, recorded = row[:8]
+    return KeyRecord(
+        id=key_id,
+        account_id=account_id,
+        environment_id=environment_id,
+        key_type="secret" if key_type == "secret" else "public",
+        name=name,
+        revoked=revoked,
+        expires_at=expires_at,
+        expiry_recorded=bool(recorded),
+        plan=Plan(row[8], row[9], row[10]),
+    )
+
+
 class KeyRepository:
     def __init__(self, session: DbSession) -> None:
         self.session = session
-
-    async def get_with_plan(self, key_hash: bytes) -> tuple[ApiKey, Plan] | None:
-        """The key with its account's plan limits (what verification enforces)."""
-        result = await self.session.execute(
-            select(ApiKey, Account.monthly_requests, Account.rate_per_second, Account.burst)
-            .join(Account, Account.id == ApiKey.account_id)
-            .where(ApiKey.key_hash == key_hash)
-        )
-        row = result.one_or_none()
-        if row is None:
-            return None
-        return row[0], Plan(row[1], row[2], row[3])
 
     async def get_by_hash(self, key_hash: bytes) -> ApiKey | None:
         result = await self.session.execute(select(ApiKey).where(ApiKey.key_hash == key_hash))

@@ -3,14 +3,14 @@
 Used to authenticate account-API requests (``authenticate`` raises the 401
 that says why) and by ``POST /verify`` (``verify_key``: the verdict with the
 plan's limits, as JSON).
-Order: checksum of a native key (typos and garbage never reach
-the database), SHA-256, the in-process cache by hash, the database on a
-miss, then the key's state, with expiry checked against the clock on every
-use.
+Order: checksum of a native key (typos and garbage never reach the
+database), SHA-256, the in-process cache by hash, the database on a miss,
+then the key's state, with expiry checked against the clock on every use.
 
-It opens its own short sessions, before the request's session touches the
-database: recording a key's expiry is a write, and on SQLite a write
-inside a request that already holds the write lock would wait on itself.
+It reads on a connection of its own, and records a key's expiry in a
+session of its own, before the request's session touches the database:
+on SQLite a write inside a request that already holds the write lock would
+wait on itself.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from keyhouse.keys import changes
 from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.record import KeyRecord
-from keyhouse.keys.repository import KeyRepository
+from keyhouse.keys.repository import find_record
 from keyhouse.limits.plan import Plan
 from keyhouse.limits.service import usage_object
 from keyhouse.logs import get_logger
@@ -107,9 +107,9 @@ class Verifier:
         hit, record = runtime.cache.get(key_hash)
         if not hit:
             epoch = runtime.cache.epoch
-            async with runtime.db.session(write=False) as session:
-                found = await KeyRepository(session).get_with_plan(key_hash)
-                record = KeyRecord.from_row(*found) if found is not None else None
+            # One statement on a connection of its own: no transaction, no ORM
+            # session, retried once on a connection the server had dropped.
+            record = await runtime.db.read(lambda connection: find_record(connection, key_hash))
             runtime.cache.put(key_hash, record, epoch)
         if record is None:
             return Verdict("not_found")
