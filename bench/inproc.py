@@ -10,6 +10,9 @@ Phases:
                                     account), write {size: {accountId, key}} to F
   verify --runs R                   Verifier.verify per second: cache hit,
                                     cache miss (cache off: TTL 0), malformed key
+  verify-pg --runs R --keys N       Verifier.verify with the cache off on
+                                    PostgreSQL (--server): CPU and wall time per
+                                    miss, on a database made for it and dropped
   last-used --runs R ...            lastUsedAt rows written while N verifications
                                     of K keys run for D seconds with the flush
                                     loop (LastUsed.run) running every I seconds
@@ -26,6 +29,7 @@ import gc
 import json
 import os
 import resource
+import secrets
 import statistics
 import sys
 import time
@@ -168,6 +172,71 @@ async def phase_verify(args: argparse.Namespace) -> None:
     emit({"phase": "verify", "keys": args.keys, **results})
 
 
+# -- cache miss on PostgreSQL ---------------------------------------------------------
+
+
+async def pg_execute(url: str, *statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def phase_verify_pg(args: argparse.Namespace) -> None:
+    """CPU per cache miss: what this process spends to verify a key PostgreSQL has.
+
+    CPU time (``time.process_time``), not the wall clock, is the figure: the
+    machine runs PostgreSQL too, whose share the wall clock would add in.
+    """
+    name = f"keyhouse_bench_{os.getpid()}_{secrets.token_hex(4)}"
+    await pg_execute(args.server, f'CREATE DATABASE "{name}"')
+    url = args.server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        s = settings(database_url=f"{url}/{name}", cache_ttl_seconds=0)
+        await migrate(s)
+        runtime = Runtime.build(s)
+        try:
+            t0 = time.perf_counter()
+            _, keys = await create_account_with_keys(runtime, "verify pg", args.keys)
+            setup_s = time.perf_counter() - t0
+            verifier = Verifier(runtime)
+            # Keys in creation order: their hashes, so the index lookups, are random.
+            for key in keys[:200]:  # warm up: pool, compiled statements
+                assert (await verifier.verify(key)).code == "valid"
+            cpu_us: list[float] = []
+            wall_us: list[float] = []
+            for run in range(args.runs):
+                chosen = [keys[(run * args.calls + i) % len(keys)] for i in range(args.calls)]
+                t0, c0 = time.perf_counter(), time.process_time()
+                for key in chosen:
+                    await verifier.verify(key)
+                cpu_us.append((time.process_time() - c0) / args.calls * 1e6)
+                wall_us.append((time.perf_counter() - t0) / args.calls * 1e6)
+            assert runtime.cache.hits == 0
+            assert len(runtime.cache) == 0
+        finally:
+            await runtime.close()
+    finally:
+        await pg_execute(args.server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    emit(
+        {
+            "phase": "verify-pg",
+            "keys": args.keys,
+            "calls_per_run": args.calls,
+            "setup_s": round(setup_s, 1),
+            "cpu_us_per_miss": round(statistics.median(cpu_us), 1),
+            "runs_cpu_us_per_miss": [round(c, 1) for c in cpu_us],
+            "wall_us_per_miss": round(statistics.median(wall_us), 1),
+            "runs_wall_us_per_miss": [round(w, 1) for w in wall_us],
+            "note": "cache off (TTL 0): one PostgreSQL SELECT by hash each, CPU of this process",
+        }
+    )
+
+
 # -- lastUsedAt writes ----------------------------------------------------------------
 
 
@@ -275,7 +344,7 @@ async def phase_rss(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     for i in range(args.keys):
         key = key_format.generate("secret")
-        # Fields as KeyRecord.from_row makes them from a row: a string object each.
+        # Fields as find_record makes them from a row: a string object each.
         record = KeyRecord(
             id=new_id("key")[0],
             account_id=new_id("acc")[0],
@@ -320,6 +389,11 @@ def main() -> None:
     v.add_argument("--keys", type=int, default=100)
     v.add_argument("--hit-calls", type=int, default=200_000)
     v.add_argument("--miss-calls", type=int, default=3_000)
+    vp = sub.add_parser("verify-pg")
+    vp.add_argument("--runs", type=int, default=3)
+    vp.add_argument("--keys", type=int, default=10_000)
+    vp.add_argument("--calls", type=int, default=2_000)
+    vp.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
     lu = sub.add_parser("last-used")
     lu.add_argument("--runs", type=int, default=3)
     lu.add_argument("--keys", type=int, default=10)
@@ -332,6 +406,7 @@ def main() -> None:
     phases = {
         "setup": phase_setup,
         "verify": phase_verify,
+        "verify-pg": phase_verify_pg,
         "last-used": phase_last_used,
         "rss": phase_rss,
     }

@@ -4,6 +4,8 @@
 Measures, each figure the median of BENCH_RUNS (default 3) runs, on 127.0.0.1:
 
 - in-process ``Verifier.verify`` per second: cache hit, cache miss, malformed key;
+- in-process CPU per cache miss on PostgreSQL (10,000 keys, a throwaway
+  database on BENCH_POSTGRES_URL, made and dropped by the bench);
 - HTTP with wrk (-t2 -c32 -d10s) against ``keyhouse serve --workers 2``:
   ``POST /verify`` and ``GET /keys`` (1 and 200 keys); in the same rounds an
   empty FastAPI and an empty Starlette endpoint under the server keyhouse uses
@@ -24,6 +26,9 @@ served the same way from a copy of the same data, in the same interleaved
 rounds: the figures of a change and of what it changes, side by side.
 
 Knobs (environment): BENCH_RUNS=3, BENCH_DURATION=10 (seconds per wrk run),
+BENCH_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres: the
+server the PostgreSQL phase makes its database on; unreachable, the phase is
+skipped with the reason),
 PEER_DRF_DIR (default: ../shared/bench/peer_drf from the repository root),
 PEER_DRF_VENV (default /tmp/peer_drf_venv, as the peer's bench.sh).
 
@@ -75,6 +80,8 @@ ACCOUNT_SIZES = (1, 200, *LIST_SIZES)
 LIST_REQUESTS = {100: 10, 1_000: 10, 10_000: 5}  # sequential requests per run
 LAST_USED = {"keys": 10, "verifications": 100_000, "duration_s": 5, "interval": 1.0}
 RSS_KEYS = 100_000
+PG_SERVER = os.environ.get("BENCH_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_MISS = {"keys": 10_000, "calls": 2_000}
 
 BASELINE = os.environ.get("BENCH_BASELINE") or ""
 
@@ -85,6 +92,7 @@ GOALS = {
     "list200_vs_peer": 2.0,
     "cache_hit_per_s": 200_000,
     "list10k_p50_ms": 150.0,
+    "pg_miss_cpu_us": 1_000.0,
 }
 
 
@@ -414,6 +422,7 @@ def in_process_phase(tmp: Path, admin_token: str, results: dict[str, Any]) -> No
         keyhouse_env(tmp / "inproc-verify", admin_token),
         timeout=600,
     )
+    pg_miss_phase(tmp, admin_token, results)
     log(
         f"in-process: lastUsedAt writes, {LAST_USED['verifications']:,} verifications of "
         f"{LAST_USED['keys']} keys over {LAST_USED['duration_s']} s ({RUNS} runs)"
@@ -452,6 +461,60 @@ def in_process_phase(tmp: Path, admin_token: str, results: dict[str, Any]) -> No
         "median_ru_maxrss_mib": statistics.median(r["ru_maxrss_mib"] for r in rss_runs),
         "median_baseline_rss_mib": statistics.median(r["baseline_rss_mib"] for r in rss_runs),
         "median_bytes_per_entry": statistics.median(r["bytes_per_entry"] for r in rss_runs),
+    }
+
+
+def pg_miss_phase(tmp: Path, admin_token: str, results: dict[str, Any]) -> None:
+    """CPU per cache-miss verification on PostgreSQL (bench/inproc.py verify-pg)."""
+    log(
+        f"in-process: cache-miss Verifier.verify on PostgreSQL, {PG_MISS['keys']:,} keys,"
+        f" {PG_MISS['calls']:,} misses a run ({RUNS} runs)"
+    )
+    try:
+        results["inprocess_pg"] = inproc(
+            "verify-pg",
+            [
+                "--runs",
+                str(RUNS),
+                "--keys",
+                str(PG_MISS["keys"]),
+                "--calls",
+                str(PG_MISS["calls"]),
+                "--server",
+                PG_SERVER,
+            ],
+            keyhouse_env(tmp / "inproc-verify-pg", admin_token),
+            timeout=900,
+        )
+    except BenchError as exc:
+        # No PostgreSQL here: the rest of the bench stands without this figure.
+        reason = str(exc).strip().splitlines()[-1][:200]
+        log(f"in-process: PostgreSQL phase skipped: {reason}")
+        results["inprocess_pg"] = {"skipped": reason}
+
+
+def pg_miss_line(results: dict[str, Any]) -> str:
+    pg = results.get("inprocess_pg") or {"skipped": "not run"}
+    label = "cache miss (PostgreSQL, cache off)"
+    if "skipped" in pg:
+        return f"  {label:42} skipped: {pg['skipped']}"
+    runs = ", ".join(f"{x:,.0f}" for x in pg["runs_cpu_us_per_miss"])
+    return (
+        f"  {label:42} {pg['cpu_us_per_miss']:>9,.0f} us CPU per miss   runs: {runs}"
+        f" (wall {pg['wall_us_per_miss']:,.0f} us; {pg['keys']:,} keys)"
+    )
+
+
+def pg_miss_verdict(results: dict[str, Any]) -> dict[str, str]:
+    goal = f"cache-miss verification on PostgreSQL < {GOALS['pg_miss_cpu_us']:,.0f} us CPU"
+    pg = results.get("inprocess_pg") or {"skipped": "not run"}
+    if "skipped" in pg:
+        return {"goal": goal, "verdict": "SKIP", "figures": pg["skipped"]}
+    cpu = pg["cpu_us_per_miss"]
+    return {
+        "goal": goal,
+        "verdict": "PASS" if cpu < GOALS["pg_miss_cpu_us"] else "MISS",
+        "figures": f"{cpu:,.0f} us CPU per miss",
     }
 
 
@@ -748,7 +811,7 @@ def compute(results: dict[str, Any]) -> None:
             )
     results["verdicts"] = [
         {"goal": g, "verdict": "PASS" if ok else "MISS", "figures": f} for g, ok, f in verdicts
-    ]
+    ] + [pg_miss_verdict(results)]
 
 
 def table(results: dict[str, Any]) -> str:
@@ -769,6 +832,7 @@ def table(results: dict[str, Any]) -> str:
         row = ip[key]
         runs = ", ".join(f"{x:,.0f}" for x in row["runs_per_s"])
         out.append(f"  {label:42} {row['median_per_s']:>12,.0f} {row['us_per_op']:>8.2f}   {runs}")
+    out.append(pg_miss_line(results))
     out += [
         "",
         f"{'HTTP (wrk)':44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'req/s min-max':>17}"
