@@ -150,11 +150,6 @@ class Database:
             self.write_engine, expire_on_commit=False, sync_session_class=session_class
         )
 
-    @property
-    def safe_url(self) -> str:
-        """The URL without its password, for messages."""
-        return make_url(self.url).render_as_string(hide_password=True)
-
     @asynccontextmanager
     async def session(self, *, write: bool) -> AsyncIterator[DbSession]:
         """A session in one transaction: committed on success, rolled back on error.

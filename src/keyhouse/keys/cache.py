@@ -20,8 +20,6 @@ from keyhouse.keys.record import KeyRecord
 
 __all__ = ["KeyCache"]
 
-_MISS = object()
-
 
 class KeyCache:
     def __init__(

@@ -53,10 +53,6 @@ class LastUsed:
         many keys with no ``await`` in it (a flush replaces the dict)."""
         return self._pending.get
 
-    @property
-    def pending_count(self) -> int:
-        return len(self._pending)
-
     async def flush(self, db: Database) -> int:
         """Write what is pending in one statement; returns the number of keys sent."""
         if not self._pending:

@@ -58,7 +58,7 @@ def _stored_ts(name: str) -> Any:
 
 
 # Table columns, not ORM attributes: the rows skip the ORM's loading machinery.
-# KeyService.to_objects unpacks the rows in this order. No account_id: a
+# keys.presenter.key_objects unpacks the rows in this order. No account_id: a
 # listing is of one account, and each column costs ~0.1 us a row to fetch.
 _VIEW_COLUMNS = (
     _table.c.id,
@@ -165,7 +165,7 @@ class KeyRepository:
         revoked: bool | None = None,
     ) -> Sequence[Sequence[Any]]:
         """Plain rows, not ORM objects: loading 10,000 keys as ORM instances was
-        ~40% of a listing (pyinstrument, issue 4); the rows carry what the key
+        ~40% of a listing of 200 keys (pyinstrument); the rows carry what the key
         object needs, in _VIEW_COLUMNS' order."""
         if environment_id is not None and not is_id(environment_id, "env"):
             return []

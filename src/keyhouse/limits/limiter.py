@@ -1,6 +1,6 @@
 """Admit or refuse one request of a key: the monthly quota and the rate limit.
 
-Three ways to count, chosen at start (DESIGN §4):
+Three ways to count, chosen at start from the deployment (README, "Limits"):
 
 * ``memory`` (one process): counters and token buckets in this process.
   Checks and updates run without an ``await`` in between, so concurrent
