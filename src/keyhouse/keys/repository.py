@@ -156,6 +156,13 @@ class KeyRepository:
         result = await self.session.execute(stmt)
         return result.scalar_one_or_none()
 
+    async def reload(self, row: ApiKey) -> ApiKey:
+        """``row`` as committed now (the session's copy is overwritten)."""
+        result = await self.session.execute(
+            select(ApiKey).where(ApiKey.id == row.id).execution_options(populate_existing=True)
+        )
+        return result.scalar_one()
+
     async def list(
         self,
         account_id: str,
