@@ -257,3 +257,32 @@ class TestListShapes:
         assert calls["admit"] == 3  # a public key is refused before metering
         usage = (await client.get("/account", headers=acc.auth)).json()["usage"]
         assert usage["requests"] == 2
+
+
+class TestNoKeyComesBack:
+    async def test_a_key_anywhere_in_the_query_is_refused(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        acc = await create_account(runtime)
+        key = acc.key
+        for query in [
+            key,  # a bare name
+            f"{key}=1",
+            f"x=1&{key}",
+            f"x=Bearer%20{key}",
+            f"x={key}%20",
+            f"x={key},",
+            f"x={key[:-1]}A" if key[-1] != "A" else f"x={key[:-1]}B",  # checksum fails
+        ]:
+            resp = await client.get(f"/keys?{query}", headers=acc.auth)
+            expect_error(resp, 400, "key_in_query")
+
+    async def test_a_key_sent_as_a_member_name_is_not_echoed(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        acc = await create_account(runtime)
+        headers = [("Authorization", _admin(runtime)), ("Content-Type", JSON)]
+        resp = await _verify(client, headers, json.dumps({acc.key: 1}).encode())
+        expect_error(resp, 400, "validation_error")
+        assert acc.key not in resp.text
+        assert acc.key[3:20] not in resp.text

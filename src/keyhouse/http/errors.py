@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyhouse import errors
+from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH
 from keyhouse.logs import get_logger
 from keyhouse.responses import JSONResponse
 
@@ -90,6 +91,11 @@ def validation_error(problems: Iterable[Mapping[str, Any]]) -> errors.BadRequest
             "The request body is missing.", fix="Send a JSON object; see /docs for its members."
         )
     if kind == "extra_forbidden":
+        # A member's name is the client's text: a key pasted as a name must
+        # not come back in the body. keyhouse's members are shorter than the
+        # shortest key (20 characters).
+        if len(field) >= IMPORTED_KEY_MIN_LENGTH:
+            field = f"{field[:3]}… ({len(field)} characters)"
         return errors.BadRequest(
             f"Unknown member {field!r} in the request body; it cannot be set here.",
             fix="Remove it; see /docs for the members this request accepts.",

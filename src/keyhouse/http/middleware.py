@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keyhouse import errors
 from keyhouse.http.errors import RETRY_AFTER_SECONDS, database_unavailable, error_response
 from keyhouse.ids import ID_RE, new_ulid
-from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, KeyFormat, Kind
+from keyhouse.keys.format import BODY_LEN, IMPORTED_KEY_MIN_LENGTH, KeyFormat, Kind
 from keyhouse.logs import get_logger
 
 __all__ = ["MAX_HEADERS_TOTAL", "MAX_HEADER_LINE", "RequestMiddleware"]
@@ -71,7 +71,11 @@ class RequestMiddleware:
         self.max_body = max_body
         self.key_format = key_format
         self.direct = dict(direct)
-        self._key_prefix = re.compile("|".join(map(re.escape, key_format.prefixes.values())))
+        prefixes = "|".join(map(re.escape, key_format.prefixes.values()))
+        self._key_prefix = re.compile(prefixes)
+        # A key of ours anywhere in a text: as a parameter's name, or inside a
+        # longer value ("Bearer sk_...", "sk_...,"), checksum or not.
+        self._key_in_text = re.compile(rf"(?:{prefixes})[0-9A-Za-z]{{{BODY_LEN}}}(?![0-9A-Za-z])")
         # A bound logger made once (create_app configured logging first): the
         # module's lazy proxy builds one on every call.
         self._access_log = access_log.bind()
@@ -200,7 +204,11 @@ class RequestMiddleware:
             return None
         pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
         for name, value in pairs:
-            if name.lower() in KEY_QUERY_NAMES or self._looks_like_key(value):
+            if (
+                name.lower() in KEY_QUERY_NAMES
+                or self._key_in_text.search(name) is not None
+                or self._key_in_text.search(value) is not None
+            ):
                 return errors.KeyInQuery()
         return None
 
