@@ -29,7 +29,7 @@ one handler, and a step has one implementation.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Request
@@ -89,14 +89,13 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-@asynccontextmanager
-async def request_session(request: Request, runtime: Runtime) -> AsyncIterator[DbSession]:
-    """The request's one session: committed on leaving, then the cache told what changed.
-
-    Leaving before the response is sent means a 2xx is on disk.
+def request_session(
+    request: Request, runtime: Runtime
+) -> AbstractAsyncContextManager[DbSession]:
+    """The request's one session: committed on leaving, then the cache told what changed
+    (``keys.changes.session``). Leaving before the response is sent means a 2xx is on disk.
     """
-    async with changes.session(runtime, write=request.method not in _READ_METHODS) as session:
-        yield session
+    return changes.session(runtime, write=request.method not in _READ_METHODS)
 
 
 async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[DbSession]:
@@ -267,6 +266,10 @@ async def read_body(request: Request, model: type[Model]) -> Model:
 
 def read_query(request: Request, model: type[Model]) -> Model:
     """The query parameters as ``model`` (a repeated parameter: the last, as FastAPI)."""
+    if not request.scope.get("query_string"):
+        # No parameter: the model's defaults, valid by definition. Validating
+        # an empty dict cost ~5 us of a ~170 us GET /keys (cProfile).
+        return model.model_construct()
     try:
         return model.model_validate(dict(request.query_params))
     except ValidationError as exc:
