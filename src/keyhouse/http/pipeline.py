@@ -89,9 +89,7 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def request_session(
-    request: Request, runtime: Runtime
-) -> AbstractAsyncContextManager[DbSession]:
+def request_session(request: Request, runtime: Runtime) -> AbstractAsyncContextManager[DbSession]:
     """The request's one session: committed on leaving, then the cache told what changed
     (``keys.changes.session``). Leaving before the response is sent means a 2xx is on disk.
     """
