@@ -28,7 +28,7 @@ from keyhouse.accounts.schemas import Account, LimitsUpdate
 from keyhouse.accounts.service import AccountService
 from keyhouse.admin_tokens import load_admin_tokens
 from keyhouse.audit.service import CLI, AuditService, event_object
-from keyhouse.config import Settings, load_settings, settings_error_line
+from keyhouse.config import PLAN_LIMIT_MAX, Settings, load_settings, settings_error_line
 from keyhouse.db.migrate import migrate
 from keyhouse.db.session import DbSession
 from keyhouse.environments.schemas import Environment
@@ -453,8 +453,8 @@ def _limit_value(raw: str | None, name: str, minimum: int) -> int | None:
         value = int(raw)
     except ValueError:
         fail(f"validation_error: {name} is an integer or 'unlimited'")
-    if value < minimum or value > 2**31 - 1:
-        fail(f"validation_error: {name} is at least {minimum}")
+    if not minimum <= value <= PLAN_LIMIT_MAX:
+        fail(f"validation_error: {name} is {minimum} to {PLAN_LIMIT_MAX}, or 'unlimited'")
     return value
 
 
