@@ -106,6 +106,8 @@ async def create_key(
     """Creates a key and returns it with its full `key` string.
 
     An environment-scoped caller creates keys in its own environment only.
+    `name` is stored normalized (Unicode NFC, trimmed); `expiresAt` is a JSON
+    string with a time zone (a number is refused), in the future.
     """
     service = KeyService(session, runtime)
     issued = await service.create(
@@ -212,9 +214,9 @@ async def roll_key(
 ) -> JSONResponse:
     """Creates a new key with the same name, type, environment and `expiresAt`,
     and returns it (full `key`). The old key keeps working for
-    `expiresInSeconds` (default 86400, 0 to 604800): its `expiresAt` becomes
-    the earlier of its own and now + grace, so a roll never extends a key's
-    life. A revoked or expired key cannot be rolled (409)."""
+    `expiresInSeconds` (a JSON integer, default 86400, 0 to 604800): its
+    `expiresAt` becomes the earlier of its own and now + grace, so a roll never
+    extends a key's life. A revoked or expired key cannot be rolled (409)."""
     grace = (body or RollKeyRequest()).expiresInSeconds
     service = KeyService(session, runtime)
     issued = await service.roll(

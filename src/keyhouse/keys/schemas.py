@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType
-from keyhouse.schemas import Name, NotNull, Schema, omittable
+from keyhouse.schemas import Name, NotNull, Schema, Timestamp, omittable
 
 __all__ = [
     "DEFAULT_ROLL_GRACE_SECONDS",
@@ -92,8 +92,10 @@ class CreateKeyRequest(Schema):
         "environment, for an environment-scoped caller).",
         max_length=64,
     )
-    expiresAt: Annotated[AwareDatetime | None, NotNull] = omittable(
-        "When the key stops working: ISO 8601 with a time zone, in the future."
+    expiresAt: Annotated[Timestamp | None, NotNull] = omittable(
+        "When the key stops working: a JSON string, an ISO 8601 date-time with a time zone "
+        "(RFC 3339, e.g. `2027-01-31T12:00:00Z`), in the future and at most "
+        "9999-12-31T23:59:59Z in UTC. A number (Unix time) is refused."
     )
 
 
@@ -108,7 +110,11 @@ class RollKeyRequest(Schema):
         default=DEFAULT_ROLL_GRACE_SECONDS,
         ge=0,
         le=MAX_ROLL_GRACE_SECONDS,
-        description="How long the old key keeps working (0: stops at once; default one day).",
+        description=(
+            "How long the old key keeps working, in seconds: a JSON integer from 0 (stops "
+            'at once) to 604800 (7 days); default 86400 (one day). A string (`"60"`), a '
+            "boolean or a fraction is refused."
+        ),
     )
 
 
