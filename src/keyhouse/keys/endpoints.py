@@ -245,7 +245,9 @@ async def import_key(
 ) -> JSONResponse:
     """Stores a key issued by another system (hashed and encrypted, like
     keyhouse's own), so operators can migrate without re-issuing keys.
-    Imported keys authenticate like native ones. Needs an admin token."""
+    Imported keys authenticate like native ones. A key that starts with one of
+    keyhouse's prefixes must be imported as that prefix's type (400 otherwise).
+    Needs an admin token."""
     issued = await KeyService(session, runtime).import_key(
         account_id,
         body.key,

@@ -119,7 +119,12 @@ class RollKeyRequest(Schema):
 
 
 class ImportKeyRequest(Schema):
-    """An existing key from another system, stored hashed and encrypted."""
+    """An existing key from another system, stored hashed and encrypted.
+
+    A key that starts with one of keyhouse's prefixes (`sk_`, `pk_` or the
+    operator's) must be imported as that type: a `pk_...` key imported as
+    `secret` would let client-side code manage the account.
+    """
 
     key: str = Field(
         pattern=rf"^[A-Za-z0-9._~-]{{{IMPORTED_KEY_MIN_LENGTH},{MAX_KEY_LENGTH}}}$",
@@ -129,7 +134,9 @@ class ImportKeyRequest(Schema):
         ),
     )
     name: Name
-    keyType: KeyType
+    keyType: KeyType = Field(
+        description="`secret` or `public`; a key with a keyhouse prefix must be of its type."
+    )
     environmentId: Annotated[str | None, NotNull] = omittable(
         "Scope the key to this environment.", max_length=64
     )

@@ -129,6 +129,7 @@ class KeyService:
                 "The key has a keyhouse prefix but its checksum does not match.",
                 fix="Import the key exactly as issued, or use another prefix.",
             )
+        self._check_prefix_matches(key, key_type)
         await self._check_environment(account_id, environment_id)
         if await self.repo.get_by_hash(hash_key(key)) is not None:
             raise errors.Conflict(
@@ -147,6 +148,23 @@ class KeyService:
         )
         self._record("key.imported", issued.row, actor)
         return issued
+
+    def _check_prefix_matches(self, key: str, key_type: KeyType) -> None:
+        """400 when a key with one of our type prefixes is imported as the other type.
+
+        The prefix is what people, secret scanners and ``KeyFormat.mask`` go by:
+        a ``pk_`` key stored as secret would manage the account from client-side
+        code where ``pk_`` keys are meant to live, and an ``sk_`` key stored as
+        public would be a secret-looking key with no power. Keys without one of
+        our prefixes are not judged by their look.
+        """
+        for prefix_type, prefix in self.runtime.key_format.prefixes.items():
+            if key.startswith(prefix) and prefix_type != key_type:
+                raise errors.BadRequest(
+                    f"The key starts with {prefix!r}, keyhouse's prefix of {prefix_type} "
+                    f"keys, so it cannot be imported as a {key_type} key.",
+                    fix=f'Import it with "keyType": "{prefix_type}".',
+                )
 
     async def _check_key_limit(self, account_id: str, now: datetime) -> None:
         """402 key_limit_reached when one more active key would exceed maxKeys.
