@@ -216,7 +216,9 @@ async def roll_key(
     and returns it (full `key`). The old key keeps working for
     `expiresInSeconds` (a JSON integer, default 86400, 0 to 604800): its
     `expiresAt` becomes the earlier of its own and now + grace, so a roll never
-    extends a key's life. A revoked or expired key cannot be rolled (409)."""
+    extends a key's life. A revoked or expired key cannot be rolled (409), nor
+    can a key that was rolled already (409 `conflict`; its `fix` names the key
+    that replaced it: roll that one)."""
     grace = (body or RollKeyRequest()).expiresInSeconds
     service = KeyService(session, runtime)
     issued = await service.roll(
