@@ -232,8 +232,8 @@ class KeyAlreadyRolled(Conflict):
             f"This key was rolled already, into {rolled_to}; it only works until its "
             "grace period ends.",
             fix=(
-                f"Roll the new key instead: POST /keys/{rolled_to}/roll "
-                f"(keyhouse key roll {rolled_to})."
+                f"Roll the new key instead: POST /keys/{rolled_to}/roll, "
+                f"or keyhouse key roll {rolled_to}."
             ),
         )
 
