@@ -11,7 +11,13 @@ from pydantic import ValidationError
 from sqlalchemy import BigInteger, Integer
 
 from keyhouse.app import create_app
-from keyhouse.config import PLAN_LIMIT_MAX, Settings, load_settings, settings_error_line
+from keyhouse.config import (
+    MAX_WORKERS,
+    PLAN_LIMIT_MAX,
+    Settings,
+    load_settings,
+    settings_error_line,
+)
 from keyhouse.models import Account
 from keyhouse.runtime import Runtime
 from tests.factories import create_account
@@ -301,3 +307,22 @@ async def test_plan_defaults_at_the_bound_are_stored(make_settings: SettingsFact
             assert row is not None
             limits = [getattr(row, column) for column in PLAN_DEFAULTS.values()]
     assert limits == [PLAN_LIMIT_MAX] * 4
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--port", "70000"], "--port"),  # was an OverflowError traceback from bind()
+        (["--port", "-1"], "--port"),
+        (["--workers", str(MAX_WORKERS + 1)], "--workers"),  # each worker's Settings refuses it
+        (["--workers", "0"], "--workers"),
+    ],
+)
+def test_serve_options_are_bounded_before_anything_starts(
+    tmp_path: Path, args: list[str], option: str
+) -> None:
+    result = keyhouse(tmp_path / "data", "serve", *args)
+    assert result.code == 2
+    assert "Traceback" not in result.err
+    assert f"Invalid value for '{option}'" in result.err
+    assert not (tmp_path / "data").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PLAN_LIMIT_MAX", "Settings", "load_settings", "settings_error_line"]
+__all__ = ["MAX_WORKERS", "PLAN_LIMIT_MAX", "Settings", "load_settings", "settings_error_line"]
 
 _PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,19}")
 
@@ -23,6 +23,9 @@ _PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,19}")
 # account's insert ("value out of int32 range", a 500). One bound for the settings
 # and the API (accounts.schemas); tests/test_config.py checks it against the columns.
 PLAN_LIMIT_MAX = 2**31 - 1
+# `serve --workers` checks this too: each worker builds its Settings from the
+# environment, and one refused there would die and be restarted, forever.
+MAX_WORKERS = 256
 
 
 class Settings(BaseSettings):
@@ -69,7 +72,7 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1,
         ge=1,
-        le=256,
+        le=MAX_WORKERS,
         description="Processes serving (set by `serve --workers`); >1 without Redis: "
         "the monthly quota is counted in the database.",
     )
