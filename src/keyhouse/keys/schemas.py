@@ -94,8 +94,8 @@ class CreateKeyRequest(Schema):
     )
     expiresAt: Annotated[Timestamp | None, NotNull] = omittable(
         "When the key stops working: a JSON string, an ISO 8601 date-time with a time zone "
-        "(RFC 3339, e.g. `2027-01-31T12:00:00Z`), in the future and at most "
-        "9999-12-31T23:59:59Z in UTC. A number (Unix time) is refused."
+        "(RFC 3339, e.g. `2027-01-31T12:00:00Z`), in the future and before the year "
+        "10000 in UTC. A number (Unix time) is refused."
     )
 
 
