@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import BigInteger, Integer
 
-from keyhouse.config import Settings, load_settings, settings_error_line
+from keyhouse.app import create_app
+from keyhouse.config import (
+    MAX_WORKERS,
+    PLAN_LIMIT_MAX,
+    Settings,
+    load_settings,
+    settings_error_line,
+)
+from keyhouse.models import Account
+from keyhouse.runtime import Runtime
+from tests.factories import create_account
+from tests.test_cli import expect_one_line_failure, keyhouse
+
+SettingsFactory = Callable[..., Settings]
 
 
 def error_line(**values: object) -> str:
@@ -174,3 +189,140 @@ def test_encryption_keys_stay_out_of_repr_and_errors() -> None:
     line = error_line(encryption_keys=f"k1:{encoded}", key_prefix_secret="bad prefix!")
     leaked = encoded in line
     assert not leaked, "an encryption key appears in a settings error line"
+
+
+# -- numeric settings: bounded by what their column or use holds ---------------------------
+
+PLAN_DEFAULTS = {
+    "KEYHOUSE_DEFAULT_MAX_KEYS": "max_keys",
+    "KEYHOUSE_DEFAULT_MONTHLY_REQUESTS": "monthly_requests",
+    "KEYHOUSE_DEFAULT_RATE_PER_SECOND": "rate_per_second",
+    "KEYHOUSE_DEFAULT_BURST": "burst",
+}
+
+
+@pytest.mark.parametrize("column", sorted(PLAN_DEFAULTS.values()))
+def test_plan_limit_bound_is_what_the_column_holds(column: str) -> None:
+    # INTEGER is 32-bit signed on PostgreSQL; a BIGINT column would allow 2**63 - 1.
+    column_type = Account.__table__.c[column].type
+    assert isinstance(column_type, Integer)
+    assert not isinstance(column_type, BigInteger)
+    assert PLAN_LIMIT_MAX == 2**31 - 1
+
+
+@pytest.mark.parametrize("variable", sorted(PLAN_DEFAULTS))
+@pytest.mark.parametrize("value", ["2147483648", "9223372036854775808", "1e3", "10.5", "true"])
+def test_plan_default_beyond_the_column_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as caught:
+        load_settings()
+    line = settings_error_line(caught.value)
+    assert line.startswith(f"invalid setting: {variable}: ")
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize("variable", sorted(PLAN_DEFAULTS))
+def test_plan_default_at_the_bound_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, str(PLAN_LIMIT_MAX))
+    settings = load_settings()
+    assert getattr(settings, variable.removeprefix("KEYHOUSE_").lower()) == PLAN_LIMIT_MAX
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "KEYHOUSE_CACHE_TTL_SECONDS",
+        "KEYHOUSE_LAST_USED_FLUSH_SECONDS",
+        "KEYHOUSE_USAGE_FLUSH_SECONDS",
+        "KEYHOUSE_DB_CONNECT_TIMEOUT_SECONDS",
+        "KEYHOUSE_DB_POOL_TIMEOUT_SECONDS",
+    ],
+)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_seconds_are_finite_numbers(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as caught:
+        load_settings()
+    assert settings_error_line(caught.value).startswith(f"invalid setting: {variable}: ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "too_large"),
+    [
+        ("KEYHOUSE_CACHE_MAX_ENTRIES", "10000001"),
+        ("KEYHOUSE_WORKERS", "257"),
+        ("KEYHOUSE_AUTH_FAILURES_PER_MINUTE", "1000001"),
+        ("KEYHOUSE_MAX_BODY_BYTES", str(10 * 1024 * 1024 + 1)),
+        ("KEYHOUSE_SQLITE_BUSY_TIMEOUT_MS", "600001"),
+        ("KEYHOUSE_DB_POOL_SIZE", "1001"),
+        ("KEYHOUSE_DB_MAX_OVERFLOW", "1001"),
+    ],
+)
+def test_every_integer_setting_has_an_upper_bound(
+    monkeypatch: pytest.MonkeyPatch, variable: str, too_large: str
+) -> None:
+    monkeypatch.setenv(variable, too_large)
+    with pytest.raises(ValidationError) as caught:
+        load_settings()
+    assert settings_error_line(caught.value).startswith(f"invalid setting: {variable}: ")
+
+
+def test_every_numeric_setting_is_bounded_above() -> None:
+    """A new int or float setting needs an upper bound (what its column or use holds)."""
+    unbounded = []
+    for name, field in Settings.model_fields.items():
+        numeric = {int, float, int | None, float | None}
+        if field.annotation not in numeric:
+            continue
+        if not any(getattr(m, "le", None) is not None for m in field.metadata):
+            unbounded.append(name)
+    assert unbounded == []
+
+
+def test_serve_stops_at_a_plan_default_the_database_cannot_hold(tmp_path: Path) -> None:
+    result = keyhouse(tmp_path / "data", "serve", KEYHOUSE_DEFAULT_MONTHLY_REQUESTS="2147483648")
+    line = expect_one_line_failure(result)
+    assert "KEYHOUSE_DEFAULT_MONTHLY_REQUESTS" in line
+    assert "2147483647" in line
+    assert not (tmp_path / "data").exists(), "a bad setting still created the data directory"
+
+
+async def test_plan_defaults_at_the_bound_are_stored(make_settings: SettingsFactory) -> None:
+    """On PostgreSQL too: the largest accepted default fits the INTEGER columns."""
+    settings = make_settings(
+        **{f"default_{column}": PLAN_LIMIT_MAX for column in PLAN_DEFAULTS.values()}
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        runtime: Runtime = app.state.runtime
+        acc = await create_account(runtime)
+        async with runtime.db.session(write=False) as session:
+            row = await session.get(Account, acc.account_id)
+            assert row is not None
+            limits = [getattr(row, column) for column in PLAN_DEFAULTS.values()]
+    assert limits == [PLAN_LIMIT_MAX] * 4
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--port", "70000"], "--port"),  # was an OverflowError traceback from bind()
+        (["--port", "-1"], "--port"),
+        (["--workers", str(MAX_WORKERS + 1)], "--workers"),  # each worker's Settings refuses it
+        (["--workers", "0"], "--workers"),
+    ],
+)
+def test_serve_options_are_bounded_before_anything_starts(
+    tmp_path: Path, args: list[str], option: str
+) -> None:
+    result = keyhouse(tmp_path / "data", "serve", *args)
+    assert result.code == 2
+    assert "Traceback" not in result.err
+    assert f"Invalid value for '{option}'" in result.err
+    assert not (tmp_path / "data").exists()

@@ -1,4 +1,5 @@
-"""Input limits: header lines and key strings have maximum lengths.
+"""Input limits: header lines and key strings have maximum lengths; body members
+have bounds (what Python and the columns hold) and strict JSON types.
 
 Oversized input is refused with the envelope (400/401/413), never a 500 and
 never the server's own plain-text page. uvicorn with httptools has no header
@@ -13,6 +14,7 @@ No full key or admin token appears in test output: tokens stay out of
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +23,7 @@ from keyhouse.config import Settings
 from keyhouse.http.middleware import MAX_HEADER_LINE, MAX_HEADERS_TOTAL
 from keyhouse.keys.verify import Verifier
 from keyhouse.runtime import Runtime
-from tests.factories import bearer, create_account, expect_error
+from tests.factories import AccountWithKey, bearer, create_account, create_key, expect_error
 from tests.limits.conftest import served
 
 KIB = 1024
@@ -172,3 +174,241 @@ async def test_verifier_answers_not_found_for_a_lone_surrogate(runtime: Runtime)
     # The same key reaching the Verifier some other way: a verdict, no exception.
     verdict = await Verifier(runtime).verify("sk_\ud800")
     assert verdict.code == "not_found"
+
+
+# -- bounds and types of request bodies (both engines) ---------------------------------------
+#
+# Every request body member is checked against what Python, the code and the
+# columns hold, and its JSON type, before anything is stored: 400
+# validation_error with a fix, and every table as it was.
+
+LATEST = "9999-12-31T23:59:59.999999Z"
+
+
+def admin_auth(runtime: Runtime) -> dict[str, str]:
+    return bearer(runtime.admin_tokens.first)
+
+
+async def stored(client: httpx.AsyncClient, runtime: Runtime, acc: AccountWithKey) -> Any:
+    """What the account and the operator can see: keys (with expiry), environments,
+    accounts (with limits) and the audit log's event types."""
+    __tracebackhide__ = True
+    keys = (await client.get("/keys", headers=acc.auth)).json()["keys"]
+    environments = (await client.get("/environments", headers=acc.auth)).json()
+    accounts = (await client.get("/admin/accounts", headers=admin_auth(runtime))).json()
+    events = (await client.get("/events", headers=acc.auth, params={"limit": 100})).json()
+    return (
+        [(k["id"], k["name"], k.get("expiresAt"), k["revoked"]) for k in keys],
+        environments,
+        accounts,
+        [e["type"] for e in events["events"]],
+    )
+
+
+def expect_refused(response: httpx.Response, member: str) -> None:
+    __tracebackhide__ = True
+    error = expect_error(response, 400, "validation_error")["error"]
+    assert member in error["message"]
+    assert error.get("fix")
+
+
+class TestExpiresAt:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "9999-12-31T23:30:00-01:00",  # year 10000 in UTC: was a 500
+            "9999-12-31T23:59:59.999999-00:01",
+            "0001-01-01T00:30:00+01:00",
+            1999999999,  # Unix time was taken as a date
+            "1999999999",
+            1.5,
+            True,
+            "2099-01-01T00:00Z",
+            "2099-01-01T00:00:00+24:00",
+        ],
+    )
+    async def test_out_of_range_or_not_a_string_is_400_and_stores_nothing(
+        self, client: httpx.AsyncClient, runtime: Runtime, value: Any
+    ) -> None:
+        acc = await create_account(runtime)
+        before = await stored(client, runtime, acc)
+        response = await client.post(
+            "/keys", headers=acc.auth, json={"name": "x", "keyType": "public", "expiresAt": value}
+        )
+        expect_refused(response, "expiresAt")
+        assert await stored(client, runtime, acc) == before
+
+    async def test_the_latest_time_python_holds_is_stored_and_shown(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        acc = await create_account(runtime)
+        response = await client.post(
+            "/keys", headers=acc.auth, json={"name": "x", "keyType": "secret", "expiresAt": LATEST}
+        )
+        assert response.status_code == 201
+        made = response.json()
+        assert made["expiresAt"] == "9999-12-31T23:59:59.999Z"
+        shown = (await client.get(f"/keys/{made['id']}", headers=acc.auth)).json()
+        assert shown["expiresAt"] == "9999-12-31T23:59:59.999Z"
+        verdict = await client.post(
+            "/verify", headers=admin_auth(runtime), json={"key": made["key"]}
+        )
+        assert verdict.json()["code"] == "valid"
+        # A roll keeps it: the new key inherits the expiry.
+        rolled = await client.post(
+            f"/keys/{made['id']}/roll", headers=acc.auth, json={"expiresInSeconds": 0}
+        )
+        assert rolled.status_code == 201
+        assert rolled.json()["expiresAt"] == "9999-12-31T23:59:59.999Z"
+
+
+class TestStrictTypes:
+    @pytest.mark.parametrize("grace", [True, False, "60", 60.0, 60.5, None, [60], {"s": 60}])
+    async def test_roll_grace_is_a_json_integer(
+        self, client: httpx.AsyncClient, runtime: Runtime, grace: Any
+    ) -> None:
+        acc = await create_account(runtime)
+        key = await create_key(runtime, acc.account_id)
+        before = await stored(client, runtime, acc)
+        response = await client.post(
+            f"/keys/{key.row.id}/roll", headers=acc.auth, json={"expiresInSeconds": grace}
+        )
+        expect_refused(response, "expiresInSeconds")
+        assert await stored(client, runtime, acc) == before
+
+    async def test_every_body_member_takes_its_json_type_only(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        acc = await create_account(runtime)
+        key = await create_key(runtime, acc.account_id)
+        admin = admin_auth(runtime)
+        imported = {"key": "ext_" + "a" * 30, "name": "n", "keyType": "secret"}
+        # (method, path, headers, a valid body, member, wrong values)
+        cases: list[tuple[str, str, dict[str, str], dict[str, Any], str, list[Any]]] = [
+            ("POST", "/keys", acc.auth, {"name": "n", "keyType": "secret"}, "name", [5, True]),
+            ("POST", "/keys", acc.auth, {"name": "n", "keyType": "secret"}, "keyType", [1]),
+            ("PATCH", f"/keys/{key.row.id}", acc.auth, {"name": "n"}, "name", [1, False]),
+            ("POST", "/environments", acc.auth, {"name": "n"}, "name", [["n"], 7]),
+            ("POST", "/admin/accounts", admin, {"name": "n"}, "name", [1]),
+            (
+                "POST",
+                "/admin/accounts",
+                admin,
+                {"name": "n", "limits": {"maxKeys": 1}},
+                "maxKeys",
+                ["10", True, 1.0, 2**31, -1],
+            ),
+            (
+                "PATCH",
+                f"/admin/accounts/{acc.account_id}",
+                admin,
+                {"limits": {"monthlyRequests": 1}},
+                "monthlyRequests",
+                ["10", True, 1.5, 2**31, 2**63],
+            ),
+            (
+                "PATCH",
+                f"/admin/accounts/{acc.account_id}",
+                admin,
+                {"limits": {"ratePerSecond": 1}},
+                "ratePerSecond",
+                ["1", True, 0, 2**31],
+            ),
+            (
+                "POST",
+                f"/admin/accounts/{acc.account_id}/keys/import",
+                admin,
+                imported,
+                "keyType",
+                [True, 0],
+            ),
+            (
+                "POST",
+                f"/admin/accounts/{acc.account_id}/keys/import",
+                admin,
+                imported,
+                "name",
+                [1],
+            ),
+            ("POST", "/verify", admin, {"key": "sk_x"}, "key", [1, True]),
+        ]
+        before = await stored(client, runtime, acc)
+        for method, path, headers, body, member, wrong in cases:
+            for value in wrong:
+                if member in {"maxKeys", "monthlyRequests", "ratePerSecond"}:
+                    sent = {**body, "limits": {member: value}}
+                else:
+                    sent = {**body, member: value}
+                response = await client.request(method, path, headers=headers, json=sent)
+                expect_refused(response, member)
+        assert await stored(client, runtime, acc) == before
+
+    async def test_plan_limits_up_to_what_the_columns_hold_are_stored(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        # PostgreSQL's INTEGER is 32-bit: the largest value goes in and comes out.
+        limits = dict.fromkeys(["maxKeys", "monthlyRequests", "ratePerSecond", "burst"], 2**31 - 1)
+        response = await client.post(
+            "/admin/accounts", headers=admin_auth(runtime), json={"name": "Big", "limits": limits}
+        )
+        assert response.status_code == 201
+        account_id = response.json()["account"]["id"]
+        shown = await client.get(f"/admin/accounts/{account_id}", headers=admin_auth(runtime))
+        assert shown.json()["limits"] == limits
+
+
+class TestNames:
+    @pytest.mark.parametrize(
+        "name", ["\u200b\u200b", "\ufeff", "\u3164", " \u00a0 ", "pr\u200bod", "\u0958" * 51]
+    )
+    async def test_blank_looking_names_are_400_everywhere_and_store_nothing(
+        self, client: httpx.AsyncClient, runtime: Runtime, name: str
+    ) -> None:
+        acc = await create_account(runtime)
+        key = await create_key(runtime, acc.account_id)
+        admin = admin_auth(runtime)
+        before = await stored(client, runtime, acc)
+        requests: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
+            ("POST", "/keys", acc.auth, {"name": name, "keyType": "secret"}),
+            ("PATCH", f"/keys/{key.row.id}", acc.auth, {"name": name}),
+            ("POST", "/environments", acc.auth, {"name": name}),
+            ("POST", "/admin/accounts", admin, {"name": name}),
+            ("PATCH", f"/admin/accounts/{acc.account_id}", admin, {"name": name}),
+            (
+                "POST",
+                f"/admin/accounts/{acc.account_id}/keys/import",
+                admin,
+                {"key": "ext_" + "b" * 30, "name": name, "keyType": "secret"},
+            ),
+        ]
+        for method, path, headers, body in requests:
+            response = await client.request(method, path, headers=headers, json=body)
+            expect_refused(response, "name")
+        assert await stored(client, runtime, acc) == before
+
+    async def test_names_are_stored_in_their_normal_form_everywhere(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        acc = await create_account(runtime)
+        admin = admin_auth(runtime)
+        given, normal = " cafe\u0301\u200b", "caf\u00e9"
+        made = await client.post(
+            "/keys", headers=acc.auth, json={"name": given, "keyType": "public"}
+        )
+        assert made.json()["name"] == normal
+        renamed = await client.patch(
+            f"/keys/{made.json()['id']}", headers=acc.auth, json={"name": "\ufeffcafe\u0301 2 "}
+        )
+        assert renamed.json()["name"] == normal + " 2"
+        env = await client.post("/environments", headers=acc.auth, json={"name": given})
+        assert env.json()["name"] == normal
+        account = await client.post("/admin/accounts", headers=admin, json={"name": given})
+        assert account.json()["account"]["name"] == normal
+        # As stored: another session reads the same string back.
+        listed = (await client.get("/keys", headers=acc.auth)).json()["keys"]
+        assert listed[0]["name"] == normal + " 2"
+        # NFC can lengthen a name: 50 x U+0958 is 100 characters stored (the
+        # column's size, on PostgreSQL too), 51 is refused above.
+        long = await client.post("/environments", headers=acc.auth, json={"name": "\u0958" * 50})
+        assert long.status_code == 201
+        assert len(long.json()["name"]) == 100

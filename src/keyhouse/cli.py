@@ -28,7 +28,13 @@ from keyhouse.accounts.schemas import Account, LimitsUpdate
 from keyhouse.accounts.service import AccountService
 from keyhouse.admin_tokens import load_admin_tokens
 from keyhouse.audit.service import CLI, AuditService, event_object
-from keyhouse.config import Settings, load_settings, settings_error_line
+from keyhouse.config import (
+    MAX_WORKERS,
+    PLAN_LIMIT_MAX,
+    Settings,
+    load_settings,
+    settings_error_line,
+)
 from keyhouse.db.migrate import migrate
 from keyhouse.db.session import DbSession
 from keyhouse.environments.schemas import Environment
@@ -138,8 +144,8 @@ def _name(value: str) -> str:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Worker processes.")] = 1,
 ) -> None:
     """Migrate the database, then serve the API (logs go to stderr)."""
     settings = _settings()
@@ -453,8 +459,8 @@ def _limit_value(raw: str | None, name: str, minimum: int) -> int | None:
         value = int(raw)
     except ValueError:
         fail(f"validation_error: {name} is an integer or 'unlimited'")
-    if value < minimum or value > 2**31 - 1:
-        fail(f"validation_error: {name} is at least {minimum}")
+    if not minimum <= value <= PLAN_LIMIT_MAX:
+        fail(f"validation_error: {name} is {minimum} to {PLAN_LIMIT_MAX}, or 'unlimited'")
     return value
 
 

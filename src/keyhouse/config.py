@@ -14,15 +14,27 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings", "settings_error_line"]
+__all__ = ["MAX_WORKERS", "PLAN_LIMIT_MAX", "Settings", "load_settings", "settings_error_line"]
 
 _PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,19}")
+
+# The largest plan limit: the accounts' limit columns are INTEGER (models.Account),
+# 32-bit signed on PostgreSQL, so 2**31 was accepted here and failed at the first
+# account's insert ("value out of int32 range", a 500). One bound for the settings
+# and the API (accounts.schemas); tests/test_config.py checks it against the columns.
+PLAN_LIMIT_MAX = 2**31 - 1
+# `serve --workers` checks this too: each worker builds its Settings from the
+# environment, and one refused there would die and be restarted, forever.
+MAX_WORKERS = 256
 
 
 class Settings(BaseSettings):
     """keyhouse's settings. See the README for each one."""
 
-    model_config = SettingsConfigDict(env_prefix="KEYHOUSE_", extra="ignore", frozen=True)
+    # allow_inf_nan: "nan" or "inf" for a number of seconds is a typo, not a value.
+    model_config = SettingsConfigDict(
+        env_prefix="KEYHOUSE_", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     data_dir: Path = Field(
         default=Path(".keyhouse"),
@@ -60,7 +72,7 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1,
         ge=1,
-        le=256,
+        le=MAX_WORKERS,
         description="Processes serving (set by `serve --workers`); >1 without Redis: "
         "the monthly quota is counted in the database.",
     )
@@ -90,10 +102,10 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=300, description="Waiting for a free pooled connection."
     )
     log_level: str = "info"
-    default_max_keys: int | None = Field(default=100, ge=0)
-    default_monthly_requests: int | None = Field(default=None, ge=0)
-    default_rate_per_second: int | None = Field(default=None, ge=1)
-    default_burst: int | None = Field(default=None, ge=1)
+    default_max_keys: int | None = Field(default=100, ge=0, le=PLAN_LIMIT_MAX)
+    default_monthly_requests: int | None = Field(default=None, ge=0, le=PLAN_LIMIT_MAX)
+    default_rate_per_second: int | None = Field(default=None, ge=1, le=PLAN_LIMIT_MAX)
+    default_burst: int | None = Field(default=None, ge=1, le=PLAN_LIMIT_MAX)
 
     @field_validator("key_prefix_secret", "key_prefix_public")
     @classmethod

@@ -22,6 +22,7 @@ an encryption key or an admin token.
     │   └── AccountNotFound            404 not_found
     ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
+    │   ├── KeyAlreadyRolled           409 conflict
     │   └── LastSecretKey              409 last_secret_key
     ├── PayloadTooLarge                413 payload_too_large
     ├── UnsupportedMediaType           415 unsupported_media_type
@@ -46,6 +47,7 @@ __all__ = [
     "ExpiredApiKey",
     "Forbidden",
     "InvalidApiKey",
+    "KeyAlreadyRolled",
     "KeyInQuery",
     "KeyLimitReached",
     "KeyhouseError",
@@ -217,6 +219,23 @@ class Conflict(KeyhouseError):
     code = ErrorCode.CONFLICT
     default_message = "The request conflicts with the current state."
     default_fix: str | None = None
+
+
+class KeyAlreadyRolled(Conflict):
+    """A key that was rolled already: a second roll would make a replacement that
+    dies with the first one's grace period (it inherits the old key's expiry)."""
+
+    default_message = "This key was rolled already; it only works until its grace period ends."
+
+    def __init__(self, rolled_to: str) -> None:
+        super().__init__(
+            f"This key was rolled already, into {rolled_to}; it only works until its "
+            "grace period ends.",
+            fix=(
+                f"Roll the new key instead: POST /keys/{rolled_to}/roll, "
+                f"or keyhouse key roll {rolled_to}."
+            ),
+        )
 
 
 class LastSecretKey(Conflict):

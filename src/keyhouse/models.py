@@ -80,6 +80,9 @@ class ApiKey(Base):
     # Set once, when a use first finds the key expired (its key.expired event).
     expiry_recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The key a roll replaced this one with (its key.rolled event says the same):
+    # a key is rolled once; rolling it again while its grace lasts is refused.
+    rolled_to: Mapped[str | None] = mapped_column(String(30))
 
 
 class Event(Base):

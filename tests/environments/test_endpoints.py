@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import httpx
+import pytest
 
 from keyhouse.runtime import Runtime
-from tests.factories import bearer, create_account, create_environment, create_key
+from tests.factories import bearer, create_account, create_environment, create_key, expect_error
 
 
 class TestEnvironments:
@@ -68,3 +71,36 @@ class TestEnvironments:
         )
         assert resp.status_code == 403
         assert resp.json()["error"]["code"] == "insufficient_permissions"
+
+
+class TestEnvironmentNames:
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [
+            ("prod", "prod\u200b"),
+            ("prod", "\ufeffprod"),
+            ("prod", " prod "),
+            ("caf\u00e9", "cafe\u0301"),  # NFC and NFD spellings of one name
+            ("cafe\u0301", "caf\u00e9"),
+        ],
+    )
+    async def test_names_that_look_alike_are_one_name(
+        self, client: httpx.AsyncClient, runtime: Runtime, first: str, second: str
+    ) -> None:
+        acc = await create_account(runtime)
+        made = await client.post("/environments", headers=acc.auth, json={"name": first})
+        assert made.status_code == 201
+        again = await client.post("/environments", headers=acc.auth, json={"name": second})
+        expect_error(again, 409, "conflict")
+        listed = (await client.get("/environments", headers=acc.auth)).json()["environments"]
+        assert [e["id"] for e in listed] == [made.json()["id"]]
+        assert listed[0]["name"] == unicodedata.normalize("NFC", first).strip()
+
+    @pytest.mark.parametrize("name", ["\u200b\u200b", "\ufeff", "\u3164", "\u2800", "pro\u200bd"])
+    async def test_blank_looking_names_are_400(
+        self, client: httpx.AsyncClient, runtime: Runtime, name: str
+    ) -> None:
+        acc = await create_account(runtime)
+        resp = await client.post("/environments", headers=acc.auth, json={"name": name})
+        expect_error(resp, 400, "validation_error")
+        assert (await client.get("/environments", headers=acc.auth)).json() == {"environments": []}

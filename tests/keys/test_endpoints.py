@@ -12,15 +12,18 @@ import httpx
 import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic_core import PydanticCustomError
 
 from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.runtime import Runtime
+from keyhouse.schemas import normalize_name
 from tests.factories import (
     bearer,
     create_account,
     create_environment,
     create_key,
+    expect_error,
     expect_same_key,
     set_expiry,
 )
@@ -160,11 +163,22 @@ class TestListKeys:
         created = await client.post(
             "/keys", headers=acc.auth, json={"name": name, "keyType": key_type}
         )
+        # Names are stored in their normal form (keyhouse.schemas.normalize_name:
+        # NFC, trimmed); one the rule refuses (only combining marks, an
+        # invisible character inside) is 400 and stores nothing.
+        try:
+            stored = normalize_name(name)
+        except PydanticCustomError:
+            expect_error(created, 400, "validation_error")
+            listed = (await client.get("/keys", headers=acc.auth)).json()["keys"]
+            assert [k["id"] for k in listed] == [acc.key_id]
+            return
         assert created.status_code == 201
+        assert created.json()["name"] == stored
         listed = (await client.get("/keys", headers=acc.auth)).json()["keys"]
         match = [k for k in listed if k["id"] == created.json()["id"]]
         assert len(match) == 1
-        assert match[0]["name"] == name
+        assert match[0]["name"] == stored
         expect_same_key(match[0]["key"], created.json()["key"])
 
 

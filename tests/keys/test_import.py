@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from keyhouse.app import create_app
+from keyhouse.config import Settings
 from keyhouse.keys.format import ALPHABET, Kind
 from keyhouse.runtime import Runtime
 from tests.factories import (
@@ -475,3 +478,109 @@ class TestImportRecords:
         # And it is still recoverable (encrypted), so the check above is not vacuous.
         listed = await client.get("/keys", headers=acc.auth)
         expect_same_key(listed.json()["keys"][0]["key"], imported)
+
+
+class TestImportKeyType:
+    """A key with one of keyhouse's type prefixes is imported as that type, or not at all."""
+
+    async def expect_refused(
+        self,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        acc: AccountWithKey,
+        key: str,
+        as_type: str,
+    ) -> None:
+        __tracebackhide__ = True
+        response = await post_import(
+            client, runtime, acc.account_id, {"key": key, "name": "n", "keyType": as_type}
+        )
+        error = expect_error(response, 400, "validation_error")["error"]
+        right = "public" if as_type == "secret" else "secret"
+        assert f'"keyType": "{right}"' in error["fix"]
+        leaked = key in response.text
+        assert not leaked, "the error body echoes the key"
+
+    @pytest.mark.parametrize("key_type", ["secret", "public"])
+    async def test_a_native_key_of_the_other_type_is_400_and_stores_nothing(
+        self, client: httpx.AsyncClient, runtime: Runtime, key_type: str
+    ) -> None:
+        acc = await create_account(runtime)
+        native = runtime.key_format.generate("secret" if key_type == "secret" else "public")
+        other = "public" if key_type == "secret" else "secret"
+        await self.expect_refused(client, runtime, acc, native, other)
+        ids = await key_ids(client, acc)
+        assert ids == [acc.key_id]
+        types = await event_types(client, acc)
+        assert "key.imported" not in types
+        # Nothing half-written: the key is not known to /verify...
+        verdict = await client.post("/verify", headers=admin(runtime), json={"key": native})
+        assert verdict.json()["code"] == "not_found"
+        # ...and imports as its own type.
+        ok = await post_import(
+            client, runtime, acc.account_id, {"key": native, "name": "n", "keyType": key_type}
+        )
+        assert ok.status_code == 201
+        assert ok.json()["keyType"] == key_type
+
+    async def test_a_public_key_imported_as_public_cannot_manage_the_account(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        acc = await create_account(runtime)
+        native = runtime.key_format.generate("public")
+        ok = await post_import(
+            client, runtime, acc.account_id, {"key": native, "name": "web", "keyType": "public"}
+        )
+        assert ok.status_code == 201
+        expect_error(
+            await client.get("/keys", headers=bearer(native)), 403, "insufficient_permissions"
+        )
+
+    @pytest.mark.parametrize(("prefix", "wrong"), [("sk_live_", "public"), ("pk_live_", "secret")])
+    async def test_a_foreign_format_with_our_prefix_follows_the_prefix(
+        self, client: httpx.AsyncClient, runtime: Runtime, prefix: str, wrong: str
+    ) -> None:
+        # Not our format (the length differs), but people and scanners go by the prefix.
+        acc = await create_account(runtime)
+        key = prefix + foreign_key(40)[4:]
+        assert runtime.key_format.parse(key).kind is Kind.FOREIGN
+        await self.expect_refused(client, runtime, acc, key, wrong)
+        right = "secret" if wrong == "public" else "public"
+        ok = await post_import(
+            client, runtime, acc.account_id, {"key": key, "name": "n", "keyType": right}
+        )
+        assert ok.status_code == 201
+
+    @pytest.mark.parametrize("key_type", ["secret", "public"])
+    async def test_keys_without_our_prefixes_import_as_either_type(
+        self, client: httpx.AsyncClient, runtime: Runtime, key_type: str
+    ) -> None:
+        acc = await create_account(runtime)
+        for key in (foreign_key(), "SK_" + foreign_key()[4:], "xpk_" + foreign_key()[4:]):
+            ok = await post_import(
+                client, runtime, acc.account_id, {"key": key, "name": "n", "keyType": key_type}
+            )
+            assert ok.status_code == 201
+            assert ok.json()["keyType"] == key_type
+
+    async def test_configured_prefixes_are_the_ones_that_count(
+        self, make_settings: Callable[..., Settings]
+    ) -> None:
+        settings = make_settings(key_prefix_secret="acme_sk_", key_prefix_public="acme_pk_")
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            runtime: Runtime = app.state.runtime
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                acc = await create_account(runtime)
+                await self.expect_refused(
+                    client, runtime, acc, runtime.key_format.generate("public"), "secret"
+                )
+                # sk_ is not a prefix of this deployment: an ordinary foreign key.
+                ok = await post_import(
+                    client,
+                    runtime,
+                    acc.account_id,
+                    {"key": "sk_" + foreign_key()[4:], "name": "n", "keyType": "public"},
+                )
+                assert ok.status_code == 201

@@ -9,22 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from keyhouse import errors
+from keyhouse.app import create_app
+from keyhouse.audit.service import CLI
+from keyhouse.config import Settings
+from keyhouse.keys.service import KeyService
 from keyhouse.runtime import Runtime
 from tests.factories import (
+    AccountWithKey,
     bearer,
     create_account,
     create_environment,
     create_key,
     expect_same_key,
+    raises,
     set_expiry,
 )
 from tests.factories import expect_error as check_error
+from tests.limits.conftest import served
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _KEYLIKE = re.compile(r"(sk_|pk_)[0-9A-Za-z]{8,}")
@@ -653,3 +662,105 @@ def expect_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]
     __tracebackhide__ = True
     error: dict[str, Any] = check_error(resp, status, code)["error"]
     return error
+
+
+async def events_of(client: httpx.AsyncClient, auth: dict[str, str]) -> list[dict[str, Any]]:
+    resp = await client.get("/events", headers=auth, params={"limit": 100})
+    assert resp.status_code == 200
+    events: list[dict[str, Any]] = resp.json()["events"]
+    return events
+
+
+class TestRollARolledKey:
+    """A key in its grace period was rolled already: rolling it again is 409.
+
+    Its replacement inherited its original expiry; a second replacement would
+    inherit the shortened one and die at the end of the first grace period.
+    """
+
+    async def test_second_roll_is_409_naming_the_new_key_and_changes_nothing(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        acc = await create_account(runtime)
+        old = await create_key(runtime, acc.account_id)
+        first = await client.post(
+            f"/keys/{old.row.id}/roll", headers=acc.auth, json={"expiresInSeconds": 3600}
+        )
+        assert first.status_code == 201
+        new_id = first.json()["id"]
+        ids_before = await key_ids(client, acc.auth)
+        old_before = without_key(await get_key(client, acc.auth, old.row.id))
+        events_before = await events_of(client, acc.auth)
+
+        for body in [None, {"expiresInSeconds": 60}, {"expiresInSeconds": 0}]:
+            if body is None:
+                resp = await client.post(f"/keys/{old.row.id}/roll", headers=acc.auth)
+            else:
+                resp = await client.post(f"/keys/{old.row.id}/roll", headers=acc.auth, json=body)
+            error = expect_error(resp, 409, "conflict")
+            assert new_id in error["message"]
+            assert f"POST /keys/{new_id}/roll" in error["fix"]
+
+        assert await key_ids(client, acc.auth) == ids_before
+        assert without_key(await get_key(client, acc.auth, old.row.id)) == old_before
+        assert await events_of(client, acc.auth) == events_before
+        # The old key still works until its grace ends; the new one can be rolled.
+        await expect_works(client, old.plaintext)
+        newer = await client.post(f"/keys/{new_id}/roll", headers=acc.auth)
+        assert newer.status_code == 201
+
+    async def test_a_key_rolled_by_the_cli_or_the_operator_counts_too(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        acc = await create_account(runtime)
+        old = await create_key(runtime, acc.account_id)
+        async with runtime.db.session(write=True) as session:
+            issued = await KeyService(session, runtime).roll(None, old.row.id, actor=CLI)
+        async with runtime.db.session(write=True) as session:
+            with raises(errors.KeyAlreadyRolled, "conflict") as caught:
+                await KeyService(session, runtime).roll(None, old.row.id, actor=CLI)
+        assert issued.row.id in caught.value.message
+        resp = await client.post(f"/keys/{old.row.id}/roll", headers=acc.auth)
+        expect_error(resp, 409, "conflict")
+
+
+async def test_concurrent_rolls_of_one_key_make_one_replacement(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Several rolls of one key at once, spread over two processes: one 201, the rest 409.
+
+    On PostgreSQL each roll read the key as not rolled yet (READ COMMITTED)
+    and made a replacement, until the roll took the account's row lock and
+    read the key again.
+    """
+    settings = make_settings()
+    app = create_app(settings)
+    targets: list[tuple[AccountWithKey, str]] = []
+    async with app.router.lifespan_context(app):
+        setup: Runtime = app.state.runtime
+        for _ in range(6):
+            acc = await create_account(setup)
+            key = await create_key(setup, acc.account_id)
+            targets.append((acc, key.row.id))
+    with served(settings, 2) as urls:
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def race(acc: AccountWithKey, key_id: str) -> list[int]:
+                answers = await asyncio.gather(
+                    *(
+                        http.post(f"{urls[i % 2]}/keys/{key_id}/roll", headers=acc.auth)
+                        for i in range(4)
+                    )
+                )
+                for answer in answers:
+                    if answer.status_code != 201:
+                        expect_error(answer, 409, "conflict")
+                return sorted(a.status_code for a in answers)
+
+            results = await asyncio.gather(*(race(*target) for target in targets))
+            counts = []
+            for acc, _ in targets:
+                listed = await http.get(f"{urls[0]}/keys", headers=acc.auth)
+                counts.append(len(listed.json()["keys"]))
+    assert results == [[201, 409, 409, 409]] * len(targets)
+    assert counts == [3] * len(targets)  # the first key, the rolled one, one replacement

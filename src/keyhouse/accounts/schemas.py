@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from keyhouse.config import PLAN_LIMIT_MAX
 from keyhouse.keys.schemas import ApiKey
 from keyhouse.models import Account as AccountRow
 from keyhouse.schemas import Name, NotNull, Schema, omittable
@@ -21,10 +22,10 @@ __all__ = [
     "UpdateAccountRequest",
 ]
 
-_INT_MAX = 2**31 - 1
-# Strict: "10" or true is a client bug, not a limit of 10 or 1.
-Count = Annotated[StrictInt, Field(ge=0, le=_INT_MAX)]
-Positive = Annotated[StrictInt, Field(ge=1, le=_INT_MAX)]
+# Strict: "10" or true is a client bug, not a limit of 10 or 1. At most what the
+# INTEGER columns hold (config.PLAN_LIMIT_MAX).
+Count = Annotated[StrictInt, Field(ge=0, le=PLAN_LIMIT_MAX)]
+Positive = Annotated[StrictInt, Field(ge=1, le=PLAN_LIMIT_MAX)]
 
 
 class Limits(BaseModel):

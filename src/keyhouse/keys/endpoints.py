@@ -106,6 +106,8 @@ async def create_key(
     """Creates a key and returns it with its full `key` string.
 
     An environment-scoped caller creates keys in its own environment only.
+    `name` is stored normalized (Unicode NFC, trimmed); `expiresAt` is a JSON
+    string with a time zone (a number is refused), in the future.
     """
     service = KeyService(session, runtime)
     issued = await service.create(
@@ -212,9 +214,11 @@ async def roll_key(
 ) -> JSONResponse:
     """Creates a new key with the same name, type, environment and `expiresAt`,
     and returns it (full `key`). The old key keeps working for
-    `expiresInSeconds` (default 86400, 0 to 604800): its `expiresAt` becomes
-    the earlier of its own and now + grace, so a roll never extends a key's
-    life. A revoked or expired key cannot be rolled (409)."""
+    `expiresInSeconds` (a JSON integer, default 86400, 0 to 604800): its
+    `expiresAt` becomes the earlier of its own and now + grace, so a roll never
+    extends a key's life. A revoked or expired key cannot be rolled (409), nor
+    can a key that was rolled already (409 `conflict`; its `fix` names the key
+    that replaced it: roll that one)."""
     grace = (body or RollKeyRequest()).expiresInSeconds
     service = KeyService(session, runtime)
     issued = await service.roll(
@@ -243,7 +247,9 @@ async def import_key(
 ) -> JSONResponse:
     """Stores a key issued by another system (hashed and encrypted, like
     keyhouse's own), so operators can migrate without re-issuing keys.
-    Imported keys authenticate like native ones. Needs an admin token."""
+    Imported keys authenticate like native ones. A key that starts with one of
+    keyhouse's prefixes must be imported as that prefix's type (400 otherwise).
+    Needs an admin token."""
     issued = await KeyService(session, runtime).import_key(
         account_id,
         body.key,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType
-from keyhouse.schemas import Name, NotNull, Schema, omittable
+from keyhouse.schemas import Name, NotNull, Schema, Timestamp, omittable
 
 __all__ = [
     "DEFAULT_ROLL_GRACE_SECONDS",
@@ -92,8 +92,10 @@ class CreateKeyRequest(Schema):
         "environment, for an environment-scoped caller).",
         max_length=64,
     )
-    expiresAt: Annotated[AwareDatetime | None, NotNull] = omittable(
-        "When the key stops working: ISO 8601 with a time zone, in the future."
+    expiresAt: Annotated[Timestamp | None, NotNull] = omittable(
+        "When the key stops working: a JSON string, an ISO 8601 date-time with a time zone "
+        "(RFC 3339, e.g. `2027-01-31T12:00:00Z`), in the future and before the year "
+        "10000 in UTC. A number (Unix time) is refused."
     )
 
 
@@ -108,12 +110,21 @@ class RollKeyRequest(Schema):
         default=DEFAULT_ROLL_GRACE_SECONDS,
         ge=0,
         le=MAX_ROLL_GRACE_SECONDS,
-        description="How long the old key keeps working (0: stops at once; default one day).",
+        description=(
+            "How long the old key keeps working, in seconds: a JSON integer from 0 (stops "
+            'at once) to 604800 (7 days); default 86400 (one day). A string (`"60"`), a '
+            "boolean or a fraction is refused."
+        ),
     )
 
 
 class ImportKeyRequest(Schema):
-    """An existing key from another system, stored hashed and encrypted."""
+    """An existing key from another system, stored hashed and encrypted.
+
+    A key that starts with one of keyhouse's prefixes (`sk_`, `pk_` or the
+    operator's) must be imported as that type: a `pk_...` key imported as
+    `secret` would let client-side code manage the account.
+    """
 
     key: str = Field(
         pattern=rf"^[A-Za-z0-9._~-]{{{IMPORTED_KEY_MIN_LENGTH},{MAX_KEY_LENGTH}}}$",
@@ -123,7 +134,9 @@ class ImportKeyRequest(Schema):
         ),
     )
     name: Name
-    keyType: KeyType
+    keyType: KeyType = Field(
+        description="`secret` or `public`; a key with a keyhouse prefix must be of its type."
+    )
     environmentId: Annotated[str | None, NotNull] = omittable(
         "Scope the key to this environment.", max_length=64
     )

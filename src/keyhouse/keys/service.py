@@ -129,6 +129,7 @@ class KeyService:
                 "The key has a keyhouse prefix but its checksum does not match.",
                 fix="Import the key exactly as issued, or use another prefix.",
             )
+        self._check_prefix_matches(key, key_type)
         await self._check_environment(account_id, environment_id)
         if await self.repo.get_by_hash(hash_key(key)) is not None:
             raise errors.Conflict(
@@ -147,6 +148,23 @@ class KeyService:
         )
         self._record("key.imported", issued.row, actor)
         return issued
+
+    def _check_prefix_matches(self, key: str, key_type: KeyType) -> None:
+        """400 when a key with one of our type prefixes is imported as the other type.
+
+        The prefix is what people, secret scanners and ``KeyFormat.mask`` go by:
+        a ``pk_`` key stored as secret would manage the account from client-side
+        code where ``pk_`` keys are meant to live, and an ``sk_`` key stored as
+        public would be a secret-looking key with no power. Keys without one of
+        our prefixes are not judged by their look.
+        """
+        for prefix_type, prefix in self.runtime.key_format.prefixes.items():
+            if key.startswith(prefix) and prefix_type != key_type:
+                raise errors.BadRequest(
+                    f"The key starts with {prefix!r}, keyhouse's prefix of {prefix_type} "
+                    f"keys, so it cannot be imported as a {key_type} key.",
+                    fix=f'Import it with "keyType": "{prefix_type}".',
+                )
 
     async def _check_key_limit(self, account_id: str, now: datetime) -> None:
         """402 key_limit_reached when one more active key would exceed maxKeys.
@@ -347,15 +365,16 @@ class KeyService:
                 ),
             )
         row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
+        self._check_rollable(row, utcnow())
+        # Two rolls of one key at once would each find it not rolled yet and each
+        # make a replacement (PostgreSQL, READ COMMITTED). Take the account's row
+        # lock, as key creation and revocation do, and read the key again: a roll
+        # or a revocation that committed while we waited counts. SQLite's write
+        # transactions are serialised already.
+        await self.accounts.get_for_update(row.account_id)
+        row = await self.repo.reload(row)
         now = utcnow()
-        if row.revoked:
-            raise errors.Conflict(
-                "A revoked key cannot be rolled.", fix="Create a new key with POST /keys."
-            )
-        if row.expires_at is not None and row.expires_at <= now:
-            raise errors.Conflict(
-                "An expired key cannot be rolled.", fix="Create a new key with POST /keys."
-            )
+        self._check_rollable(row, now)
         key_type: KeyType = "secret" if row.key_type == "secret" else "public"
         original_expiry = row.expires_at
         grace_end = now + timedelta(seconds=grace_seconds)
@@ -379,6 +398,7 @@ class KeyService:
             environment_id=row.environment_id,
             expires_at=original_expiry,
         )
+        row.rolled_to = issued.row.id
         self._record("key.created", issued.row, actor, {"rolledFrom": row.id})
         self._record(
             "key.rolled",
@@ -388,3 +408,22 @@ class KeyService:
         )
         await self.repo.flush()
         return issued
+
+    @staticmethod
+    def _check_rollable(row: ApiKey, now: datetime) -> None:
+        """409 for a key that is revoked, expired, or rolled already (in its grace period).
+
+        A rolled key is known by ``rolled_to``, set by the roll in the same
+        transaction as its ``key.rolled`` event. Rolling it again would make a
+        replacement that inherits its shortened expiry and dies with it.
+        """
+        if row.revoked:
+            raise errors.Conflict(
+                "A revoked key cannot be rolled.", fix="Create a new key with POST /keys."
+            )
+        if row.expires_at is not None and row.expires_at <= now:
+            raise errors.Conflict(
+                "An expired key cannot be rolled.", fix="Create a new key with POST /keys."
+            )
+        if row.rolled_to is not None:
+            raise errors.KeyAlreadyRolled(row.rolled_to)
