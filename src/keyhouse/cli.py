@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import click
 import typer
 from alembic.util.exc import CommandError as AlembicCommandError
 from pydantic import BaseModel, ValidationError
@@ -431,7 +430,12 @@ async def _create(settings: Settings) -> Migration:
 
 @app.command()
 def init(as_json: JsonOpt = False) -> None:
-    """Create a keyhouse: data directory, secrets, database (serve does it too)."""
+    """Create a keyhouse (serve does it too).
+
+    The data directory with its generated secrets (KEYHOUSE_DATA_DIR, default
+    ./.keyhouse) and the database, at the newest schema. Nothing changes where
+    one exists.
+    """
     settings = _settings()
     done = run(settings, lambda: _create(settings))
     created = done.before is None
@@ -460,7 +464,12 @@ def init(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def status(as_json: JsonOpt = False) -> None:
-    """Which keyhouse this is: database, data directory, encryption keys, limits, version."""
+    """Show which keyhouse the CLI uses.
+
+    The database (password hidden) and its schema revision, the data
+    directory, the encryption key ids, the admin tokens' source, the limits
+    mode and the version.
+    """
     settings = _settings()
     require_keyhouse(settings)
 
@@ -535,7 +544,10 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Worker processes.")] = 1,
 ) -> None:
-    """Create or migrate the keyhouse, then serve the API (logs go to stderr)."""
+    """Serve the API (creating or migrating the keyhouse first).
+
+    Logs go to stderr.
+    """
     settings = _settings()
     # Before any worker starts: the generated secrets are written once, and
     # the schema is at head.
@@ -596,7 +608,11 @@ def _announce_data_dir(settings: Settings) -> None:
 
 @app.command("migrate")
 def migrate_command(as_json: JsonOpt = False) -> None:
-    """Create or upgrade the database schema to the newest revision; says from which to which."""
+    """Bring the database schema to the newest revision.
+
+    Creates the keyhouse where there is none, and says which revision it
+    found and which it left.
+    """
     settings = _settings()
     done = run(settings, lambda: _create(settings))
     where = database_where(settings)
@@ -871,9 +887,9 @@ def key_list(
     reveal: Annotated[bool, typer.Option("--reveal", help="Show full keys in the table.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List an account's keys, newest first, with their state (keys masked unless --reveal).
+    """List an account's keys, with their state.
 
-    A key's state is active, expiring (expires within 7 days, as a rolled key
+    Newest first; keys masked unless --reveal. A key's state is active, expiring (expires within 7 days, as a rolled key
     in its grace period does), expired or revoked.
     """
     settings = _settings()
@@ -937,7 +953,10 @@ def key_roll(
     ] = DEFAULT_ROLL_GRACE_SECONDS,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replace a key with a new one; the old one works for the grace period."""
+    """Replace a key with a new one.
+
+    The old one works for the grace period.
+    """
     settings = _settings()
 
     async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
@@ -993,7 +1012,7 @@ def events(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """An account's audit log, newest first (as GET /events)."""
+    """Show an account's audit log, newest first."""
     settings = _settings()
     # As GET /events refuses a startingAfter that is no event id (400
     # validation_error): before, `--starting-after nope` listed every event.
@@ -1034,7 +1053,10 @@ def events(
 
 @app.command("admin-token")
 def admin_token(as_json: JsonOpt = False) -> None:
-    """Print the operator's admin token in force (the API's operator routes take it)."""
+    """Print the operator's admin token in force.
+
+    The API's operator routes (/admin/..., /verify) take it.
+    """
     settings = _settings()
     require_keyhouse(settings)
     try:
@@ -1059,16 +1081,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     except CliError as exc:
         print(exc.as_json() if as_json else exc.line(), file=sys.stderr)
         sys.exit(1)
-    except click.ClickException as exc:
-        if not as_json:
-            exc.show()
+    except typer.TyperException as exc:  # usage errors: Typer's click
+        show = getattr(exc, "show", None)
+        if not as_json and show is not None:
+            show()
+        elif not as_json:
+            print(f"keyhouse: {exc.format_message()}", file=sys.stderr)
         else:
             ctx = getattr(exc, "ctx", None)
             command = ctx.command_path if ctx is not None else "keyhouse"
             error = CliError("usage_error", exc.format_message(), f"see `{command} --help`")
             print(error.as_json(), file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except typer.Abort:
         print("keyhouse: aborted", file=sys.stderr)
         sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)
