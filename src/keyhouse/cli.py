@@ -889,8 +889,9 @@ def key_list(
 ) -> None:
     """List an account's keys, with their state.
 
-    Newest first; keys masked unless --reveal. A key's state is active, expiring (expires within 7 days, as a rolled key
-    in its grace period does), expired or revoked.
+    Newest first; keys masked unless --reveal. A key's state is active,
+    expiring (it expires within 7 days, as a rolled key in its grace period
+    does), expired or revoked.
     """
     settings = _settings()
 
