@@ -244,8 +244,8 @@ def require_keyhouse(settings: Settings) -> None:
             f"no keyhouse data directory at {where}"
             if not where.is_dir()
             else f"no keyhouse database in {where}",
-            "run the command where `keyhouse serve` runs, or set KEYHOUSE_DATA_DIR to its "
-            "data directory (or KEYHOUSE_DATABASE_URL to its database); `keyhouse init` "
+            "run it where `keyhouse serve` runs, or set KEYHOUSE_DATA_DIR to that keyhouse's "
+            "data directory, or KEYHOUSE_DATABASE_URL to its database; `keyhouse init` "
             "creates a new keyhouse",
         )
     fail(
@@ -450,9 +450,11 @@ def init(as_json: JsonOpt = False) -> None:
             }
         )
     elif created:
+        data_dir = settings.data_dir.resolve()
+        secrets = f"data directory {data_dir}, " if settings.generates_secrets else ""
         print(
-            f"keyhouse: created a keyhouse: data directory {settings.data_dir.resolve()}, "
-            f"database {where} (revision {done.after}); `keyhouse status` shows it"
+            f"keyhouse: created a keyhouse: {secrets}database {where} (revision "
+            f"{done.after}); `keyhouse status` shows it"
         )
     else:
         upgraded = f", upgraded to {done.after}" if done.after != done.before else ""
