@@ -139,9 +139,10 @@ def fail(code: str, message: str, fix: str | None = None) -> NoReturn:
 # CLI says which command to run instead, or nothing.
 _HTTP_HINT = re.compile(r"\b(?:GET|POST|PATCH|PUT|DELETE) /|\?[A-Za-z]+=|/docs\b")
 
-# The CLI's own fix for each API error a command can meet; a command adds or
-# overrides by class (the most specific class wins).
-CLI_FIXES: dict[type[errors.KeyhouseError], str] = {
+# The CLI's own fix for each API error a command can meet (text, or made from
+# the error); a command adds or overrides by class (the most specific class wins).
+Fix = str | Callable[[Any], str]
+CLI_FIXES: dict[type[errors.KeyhouseError], Fix] = {
     errors.AccountNotFound: (
         "`keyhouse account list` lists the accounts; `keyhouse status` shows which keyhouse this is"
     ),
@@ -155,16 +156,20 @@ CLI_FIXES: dict[type[errors.KeyhouseError], str] = {
         "account out of its own API"
     ),
     errors.NotFound: "`keyhouse key list --account ACCOUNT_ID` lists an account's keys",
+    errors.KeyAlreadyRolled: lambda exc: (
+        f"roll the new key instead: `keyhouse key roll {exc.rolled_to}`"
+    ),
 }
 
-Fixes = Mapping[type[errors.KeyhouseError], str]
+Fixes = Mapping[type[errors.KeyhouseError], Fix]
 
 
 def _cli_fix(exc: errors.KeyhouseError, fixes: Fixes) -> str | None:
     for cls in type(exc).__mro__:
         for table in (fixes, CLI_FIXES):
             if cls in table:
-                return table[cls]
+                fix = table[cls]
+                return fix if isinstance(fix, str) else fix(exc)
     if exc.fix and not _HTTP_HINT.search(exc.fix):
         return exc.fix
     return None

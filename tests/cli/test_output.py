@@ -336,6 +336,12 @@ class TestErrors:
                 "keyhouse account limits",
             ),
         ]
+        # A key rolled already: roll the key it was rolled into.
+        soon = seeded.keys["soon"].row.id
+        rolled = keyhouse(data_dir, "key", "roll", soon, "--json")
+        expect_ok(rolled)
+        new_id = rolled.json()["id"]
+        cases.insert(0, (["key", "roll", soon], "conflict", f"`keyhouse key roll {new_id}`"))
         for args, code, hint in cases:
             if code == "key_limit_reached":
                 with_runtime(seeded.settings, with_limit)
