@@ -179,6 +179,19 @@ def install_error_handlers(app: FastAPI) -> None:
             mapped.headers["Allow"] = ", ".join(_allowed_methods(request))
         return error_response(tracking_id_of(request), mapped)
 
+    @app.exception_handler(sa_exc.IntegrityError)
+    async def _constraint(request: Request, exc: sa_exc.IntegrityError) -> JSONResponse:
+        # The services turn the constraints they know into their own 409s;
+        # one they did not map is still a conflict with what is stored (two
+        # requests at once), not a fault to answer 500. The statement and its
+        # values stay out of the log: they can hold a key's hash or a name.
+        log.warning("constraint_violation", error_type=type(exc.orig).__name__)
+        conflict = errors.Conflict(
+            "The request conflicts with something stored meanwhile.",
+            fix="Read the current state (GET), then repeat the request if it still applies.",
+        )
+        return error_response(tracking_id_of(request), conflict)
+
     @app.exception_handler(errors.ConfigurationError)
     async def _configuration(request: Request, exc: errors.ConfigurationError) -> JSONResponse:
         log.error("configuration_error", detail=str(exc))
