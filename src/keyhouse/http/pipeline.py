@@ -29,7 +29,7 @@ one handler, and a step has one implementation.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Request
@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute
 
 from keyhouse import errors
 from keyhouse.audit.service import Actor
+from keyhouse.db.engine import CONFIRM_COMMIT
 from keyhouse.db.session import DbSession
 from keyhouse.http.errors import validation_error
 from keyhouse.keys import changes
@@ -92,8 +93,20 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 def request_session(request: Request, runtime: Runtime) -> AbstractAsyncContextManager[DbSession]:
     """The request's one session: committed on leaving, then the cache told what changed
     (``keys.changes.session``). Leaving before the response is sent means a 2xx is on disk.
+
+    A write's COMMIT that fails is checked before it is believed (``CONFIRM_COMMIT``):
+    a commit whose answer was lost is still a 2xx, not a 503.
     """
-    return changes.session(runtime, write=request.method not in _READ_METHODS)
+    if request.method in _READ_METHODS:
+        return changes.session(runtime, write=False)
+    return _write_session(runtime)
+
+
+@asynccontextmanager
+async def _write_session(runtime: Runtime) -> AsyncIterator[DbSession]:
+    async with changes.session(runtime, write=True) as session:
+        session.info[CONFIRM_COMMIT] = True
+        yield session
 
 
 async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[DbSession]:
