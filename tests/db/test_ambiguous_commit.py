@@ -19,7 +19,7 @@ from sqlalchemy import func, make_url, select
 
 from keyhouse.app import create_app
 from keyhouse.config import Settings
-from keyhouse.models import ApiKey
+from keyhouse.models import ApiKey, IdempotencyRecord
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import utcnow
 from tests.commit_proxy import CommitProxy, commit_proxy
@@ -102,3 +102,33 @@ async def test_a_commit_that_never_reached_the_server_is_503_and_changes_nothing
         assert old is not None
         assert old.expires_at is None
         assert await keys_of(runtime, acc.account_id) == 2
+
+
+async def test_in_an_outage_the_idempotency_key_gets_the_committed_answer(
+    make_settings: Callable[..., Settings], pg_url: str
+) -> None:
+    """The issue's case: the commit's answer is lost and the database stays away."""
+    async with through_proxy(make_settings, pg_url) as (proxy, runtime, client):
+        acc, key_id = await second_key(runtime, client)
+        headers = {**acc.auth, "Idempotency-Key": "roll-after-leak-1"}
+        proxy.lose_answer(outage=True)
+        first = await client.post(f"/keys/{key_id}/roll", headers=headers, json=GRACE_0)
+        assert proxy.cut.is_set()
+        expect_error(first, 503, "service_unavailable")
+        await proxy.restore()
+
+        retry = await client.post(f"/keys/{key_id}/roll", headers=headers, json=GRACE_0)
+        assert retry.status_code == 201
+        assert retry.headers["idempotent-replayed"] == "true"
+        # The key the committed roll made, shown again; it works, and it is the only one.
+        assert await keys_of(runtime, acc.account_id) == 3
+        new = await committed(runtime, ApiKey, retry.json()["id"])
+        assert new is not None
+        assert new.name == "test key"
+        assert (await client.get("/keys", headers=bearer(retry.json()["key"]))).status_code == 200
+        # Without the Idempotency-Key, the retry is a new roll of an expired key.
+        again = await client.post(f"/keys/{key_id}/roll", headers=acc.auth, json=GRACE_0)
+        expect_error(again, 409, "conflict")
+        async with runtime.db.session(write=False) as session:
+            records = await session.scalar(select(func.count()).select_from(IdempotencyRecord))
+        assert records == 1
