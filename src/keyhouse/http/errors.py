@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyhouse import errors
+from keyhouse.db.integrity import is_conflict
 from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH
 from keyhouse.logs import get_logger
 from keyhouse.responses import JSONResponse
@@ -181,10 +182,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sa_exc.IntegrityError)
     async def _constraint(request: Request, exc: sa_exc.IntegrityError) -> JSONResponse:
-        # The services turn the constraints they know into their own 409s;
-        # one they did not map is still a conflict with what is stored (two
-        # requests at once), not a fault to answer 500. The statement and its
-        # values stay out of the log: they can hold a key's hash or a name.
+        # The services turn the constraints they know into their own 409s; a
+        # unique or foreign key one they did not map is still a conflict with
+        # what another request stored at the same time, not a fault to answer
+        # 500. A NOT NULL or CHECK violation is a bug: the last-resort 500.
+        if not is_conflict(exc):
+            raise exc
+        # The statement and its values stay out of the log: a hash, a name.
         log.warning("constraint_violation", error_type=type(exc.orig).__name__)
         conflict = errors.Conflict(
             "The request conflicts with something stored meanwhile.",

@@ -96,13 +96,22 @@ class IdempotencyService:
         record = await self.repo.get(scope, key)
         expired_before = now - RETENTION
         if record is None or record.created_at < expired_before:
-            # Expired (or purged this instant): taken over, as if new.
-            if await self.repo.reclaim(scope, key, print_, now, expired_before=expired_before):
+            # Expired: taken over, as if new. Purged since the claim (or
+            # while the reclaim waited for the purge): claimed again.
+            if record is not None and await self.repo.reclaim(
+                scope, key, print_, now, expired_before=expired_before
+            ):
                 return None
-            if record is None and await self.repo.claim(scope, key, print_, now):
+            if await self.repo.claim(scope, key, print_, now):
                 return None
             record = await self.repo.get(scope, key)
-        if record is None or record.fingerprint != print_:
+        if record is None:
+            # Not reached: a record claimed since it was purged is fresh.
+            raise errors.Conflict(
+                f"The record of this {HEADER} changed while it was read.",
+                fix=f"Retry the request with the same {HEADER}.",
+            )
+        if record.fingerprint != print_:
             raise errors.IdempotencyKeyReused()
         if record.status_code is None or record.response_ciphertext is None or not record.enc_kid:
             # Not reached: a record commits with its answer, or not at all.

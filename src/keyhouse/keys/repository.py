@@ -10,6 +10,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import String, Table, bindparam, func, or_, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
+from keyhouse.db.integrity import is_conflict
 from keyhouse.db.session import DbConnection, DbSession
 from keyhouse.ids import is_id
 from keyhouse.keys.record import KeyRecord
@@ -222,7 +223,9 @@ class KeyRepository:
         self.session.add(key)
         try:
             await self.session.flush()
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not is_conflict(exc):
+                raise
             return False
         return True
 
