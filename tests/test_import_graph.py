@@ -36,6 +36,7 @@ DOMAINS = (
     "keyhouse.accounts",
     "keyhouse.audit",
     "keyhouse.environments",
+    "keyhouse.idempotency",
     "keyhouse.verify",
 )
 

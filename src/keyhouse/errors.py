@@ -23,7 +23,8 @@ an encryption key or an admin token.
     ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
     │   ├── KeyAlreadyRolled           409 conflict
-    │   └── LastSecretKey              409 last_secret_key
+    │   ├── LastSecretKey              409 last_secret_key
+    │   └── IdempotencyKeyReused       409 idempotency_key_reused
     ├── PayloadTooLarge                413 payload_too_large
     ├── UnsupportedMediaType           415 unsupported_media_type
     ├── RateLimited                    429 rate_limited
@@ -46,6 +47,7 @@ __all__ = [
     "ErrorCode",
     "ExpiredApiKey",
     "Forbidden",
+    "IdempotencyKeyReused",
     "InvalidApiKey",
     "KeyAlreadyRolled",
     "KeyInQuery",
@@ -85,6 +87,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     CONFLICT = "conflict"
     LAST_SECRET_KEY = "last_secret_key"  # noqa: S105 (an error code)
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"
@@ -245,6 +248,17 @@ class LastSecretKey(Conflict):
     default_fix = (
         "Create another account-wide secret key first, or repeat with ?force=true "
         "to lock the account out of its own API."
+    )
+
+
+class IdempotencyKeyReused(Conflict):
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+    default_message = (
+        "This Idempotency-Key was used for another request (method, path, query or body)."
+    )
+    default_fix = (
+        "Send a new Idempotency-Key with each new request; repeat a key only to retry "
+        "the very same request."
     )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from keyhouse.db.base import Base, UTCDateTime
 
-__all__ = ["Account", "ApiKey", "Environment", "Event", "Usage"]
+__all__ = ["Account", "ApiKey", "Environment", "Event", "IdempotencyRecord", "Usage"]
 
 
 class Account(Base):
@@ -115,3 +115,26 @@ class Usage(Base):
     )
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IdempotencyRecord(Base):
+    """A write's answer, kept 24 h for a retry with the same ``Idempotency-Key``.
+
+    Written in the write's own transaction: a committed write has its
+    answer here, a rolled-back one has none. The answer (it can hold a full
+    key) is stored as AES-256-GCM ciphertext under ``enc_kid``, never in
+    plaintext.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    # Who sent it: "key:<key id>" for an account's key, "admin" for the operator.
+    scope: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of the method, path, query and body: a retry must match it.
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    enc_kid: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

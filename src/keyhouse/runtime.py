@@ -2,8 +2,9 @@
 
 Built by ``create_app``'s lifespan and by the CLI, then handed to services;
 nothing here is global. A serving process also runs background loops
-(``start``): the ``lastUsedAt`` and usage flushes and, on PostgreSQL, the
-change listener; ``close`` stops them and writes what is pending.
+(``start``): the ``lastUsedAt`` and usage flushes, the purge of expired
+idempotency records and, on PostgreSQL, the change listener; ``close``
+stops them and writes what is pending.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from keyhouse.config import Settings
 from keyhouse.db.engine import Database
 from keyhouse.db.notify import ChangeListener
 from keyhouse.errors import ConfigurationError
+from keyhouse.idempotency.purge import run_purge
 from keyhouse.keys.cache import KeyCache
 from keyhouse.keys.crypto import Keyring, load_keyring
 from keyhouse.keys.format import KeyFormat
@@ -104,6 +106,7 @@ class Runtime:
         loops = [
             self.last_used.run(self.db, settings.last_used_flush_seconds),
             self.limiter.run(settings.usage_flush_seconds),
+            run_purge(self.db),
         ]
         if self.change_listener is not None:
             loops.append(self.change_listener.run())

@@ -11,6 +11,7 @@ a 500.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -24,7 +25,14 @@ from keyhouse.config import Settings
 from keyhouse.db.engine import refuse_closed_connection
 from keyhouse.keys.verify import Verifier
 from keyhouse.runtime import Runtime
-from tests.factories import AccountWithKey, bearer, create_account
+from tests.factories import (
+    AccountWithKey,
+    bearer,
+    create_account,
+    listener,
+    notification_count,
+    notified,
+)
 
 pytestmark = pytest.mark.postgresql_only
 
@@ -34,10 +42,21 @@ async def drop_pool_connections(pg_url: str) -> int:
     conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://", 1))
     try:
         ended = await conn.fetch(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND application_name = 'keyhouse'"
             " AND pid <> pg_backend_pid()"
         )
+        # pg_terminate_backend only signals: until a backend has gone, a query
+        # sent to it may still be answered (then the test saw a 200, not the 503).
+        pids = [row["pid"] for row in ended]
+        for _ in range(500):
+            if not await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids
+            ):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the terminated backends did not go within 5 s")
     finally:
         await conn.close()
     return len(ended)
@@ -56,7 +75,10 @@ async def running(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.Asyn
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://t") as client,
     ):
-        yield app.state.runtime, client
+        runtime: Runtime = app.state.runtime
+        # Its first connect clears the cache: not in the middle of a test.
+        await asyncio.wait_for(listener(runtime).connected.wait(), 10)
+        yield runtime, client
 
 
 async def statuses_after_a_drop(
@@ -96,10 +118,20 @@ async def test_a_request_on_a_dropped_connection_gets_503_once(
     make_settings: Callable[..., Settings], pg_url: str
 ) -> None:
     # The key stays cached: the first statement after the drop is the
-    # request session's own, not the verifier's (which would repeat it).
-    async with running(make_settings(cache_ttl_seconds=60)) as (runtime, client):
+    # request session's own, not the verifier's (which would repeat it); and
+    # no background flush takes the dropped connection first (then the
+    # request gets a new connection and 200).
+    settings = make_settings(
+        cache_ttl_seconds=60, last_used_flush_seconds=3600, usage_flush_seconds=3600
+    )
+    async with running(settings) as (runtime, client):
         closes_go_unread(runtime)
+        before = notification_count(runtime)
         account = await create_account(runtime)
+        # The new key's NOTIFY drops it from the cache: let it come before the
+        # key is cached, or the request after the drop verifies it again, on
+        # a new connection (Database.read), and gets 200.
+        await notified(runtime, before)
         for i in range(3):
             statuses = await statuses_after_a_drop(client, account, pg_url, f"env {i}")
             assert statuses == [503, 201, 200, 200]

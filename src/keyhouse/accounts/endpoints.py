@@ -13,7 +13,14 @@ from keyhouse.accounts.schemas import (
     UpdateAccountRequest,
 )
 from keyhouse.accounts.service import AccountService
-from keyhouse.http.pipeline import AdminActorDep, RuntimeDep, SecretCallerDep, SessionDep
+from keyhouse.http.pipeline import (
+    AdminActorDep,
+    AdminIdempotency,
+    DirectRoute,
+    RuntimeDep,
+    SecretCallerDep,
+    SessionDep,
+)
 from keyhouse.keys.presenter import issued_key_object
 from keyhouse.limits.service import usage_object
 from keyhouse.openapi import error_responses
@@ -22,7 +29,7 @@ from keyhouse.timeutil import utcnow
 
 __all__ = ["account_router", "admin_router"]
 
-admin_router = APIRouter(prefix="/admin/accounts", tags=["operator"])
+admin_router = APIRouter(prefix="/admin/accounts", tags=["operator"], route_class=DirectRoute)
 account_router = APIRouter(prefix="/account", tags=["account"])
 
 
@@ -31,7 +38,8 @@ account_router = APIRouter(prefix="/account", tags=["account"])
     response_model=CreateAccountResponse,
     status_code=201,
     summary="Create an account",
-    responses=error_responses(400, 401, 403, 413, 415, 429),
+    dependencies=[AdminIdempotency],
+    responses=error_responses(400, 401, 403, 409, 413, 415, 429),
 )
 async def create_account(
     body: CreateAccountRequest, actor: AdminActorDep, session: SessionDep, runtime: RuntimeDep

@@ -82,8 +82,16 @@ class AccountService:
         limits: LimitsUpdate | None = None,
         actor: Actor,
     ) -> Account:
-        """Rename and/or change limits; only the members given change."""
-        account = await self.get(account_id)
+        """Rename and/or change limits; only the members given change.
+
+        Under the account's row lock, so the change is decided on the plan
+        as committed: two identical updates at once both saw a change and
+        both recorded ``account.updated``; and key creation, which counts
+        ``maxKeys`` under the same lock, sees the plan before or after.
+        """
+        account = await self.repo.get_for_update(account_id)
+        if account is None:
+            raise errors.AccountNotFound()
         changed: dict[str, object] = {}
         if name is not None and name != account.name:
             account.name = name

@@ -12,7 +12,9 @@ https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-sa
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,10 +32,22 @@ from sqlalchemy.orm import Session
 from keyhouse.config import Settings
 from keyhouse.db.notify import NotifyingSession
 from keyhouse.db.session import DbConnection, DbSession, InlineSession
+from keyhouse.logs import get_logger
 
-__all__ = ["Database", "prepare_sqlite_file"]
+__all__ = ["CONFIRM_COMMIT", "Database", "prepare_sqlite_file"]
 
 _T = TypeVar("_T")
+
+log = get_logger("keyhouse.db")
+
+# Set in a session's ``info`` (the request pipeline does, for writes): on
+# PostgreSQL, a COMMIT that fails is checked before the failure is believed
+# (``Database._commit_status``). One more statement before the COMMIT, so
+# only where a lost answer matters: a client's write.
+CONFIRM_COMMIT = "keyhouse.confirm_commit"
+# NULL for a transaction that wrote nothing (it has no id: nothing to confirm).
+_CURRENT_XID = text("SELECT pg_current_xact_id_if_assigned()::text")
+_XACT_STATUS = text("SELECT pg_xact_status(CAST(:xid AS xid8))")
 
 
 def prepare_sqlite_file(path: Path) -> None:
@@ -145,6 +159,7 @@ class Database:
             # For statements that need no transaction (``reader``): no BEGIN
             # and COMMIT round trips. The same pool as ``engine``.
             self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._confirm_timeout = float(pg_timeout)
         # On PostgreSQL a committed key change is also NOTIFYed to every process.
         session_class = Session if self.is_sqlite else NotifyingSession
         self._read = async_sessionmaker(
@@ -173,8 +188,46 @@ class Database:
                 inline.close()
             return
         maker = self._write if write else self._read
-        async with maker() as session, session.begin():
-            yield session
+        async with maker() as session:
+            xid: int | None = None
+            try:
+                async with session.begin():
+                    yield session
+                    if session.info.get(CONFIRM_COMMIT) and not self.is_sqlite:
+                        assigned = await session.scalar(_CURRENT_XID)
+                        xid = None if assigned is None else int(assigned)
+            except Exception:
+                if xid is None or await self._commit_status(xid) != "committed":
+                    raise
+                log.warning("commit_confirmed_after_error")
+
+    async def _commit_status(self, xid: int) -> str | None:
+        """What became of transaction ``xid`` whose COMMIT failed: asked on a new connection.
+
+        A COMMIT that reached the server may have committed even though its
+        answer was lost (the connection reset, or timed out, after the
+        server wrote the commit): answering 503 then hid a write that had
+        happened, and the retry of a roll with grace 0 got 409 (the key it
+        had just made was never shown). PostgreSQL keeps each transaction's
+        outcome, and ``pg_xact_status`` is the documented way to learn it
+        "after the application and database server become disconnected
+        while a COMMIT is in progress"
+        (https://www.postgresql.org/docs/current/functions-info.html#FUNCTIONS-PG-SNAPSHOT).
+        'in progress' (a backend that has not yet read the COMMIT, or the
+        connection's end) is asked again until the connect timeout; None if
+        the server cannot be asked: the caller answers 503, as before.
+        """
+        deadline = time.monotonic() + self._confirm_timeout
+        while True:
+            try:
+                async with self._autocommit.connect() as connection:
+                    status = await connection.scalar(_XACT_STATUS, {"xid": xid})
+            except Exception as exc:
+                log.warning("commit_status_unknown", error_type=type(exc).__name__)
+                return None
+            if status != "in progress" or time.monotonic() >= deadline:
+                return str(status) if status is not None else None
+            await asyncio.sleep(0.05)
 
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query."""

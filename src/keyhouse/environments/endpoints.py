@@ -10,13 +10,19 @@ from keyhouse.environments.schemas import (
     ListEnvironmentsResponse,
 )
 from keyhouse.environments.service import EnvironmentService
-from keyhouse.http.pipeline import KeyActorDep, MeteredCallerDep, SessionDep
+from keyhouse.http.pipeline import (
+    DirectRoute,
+    KeyActorDep,
+    KeyIdempotency,
+    MeteredCallerDep,
+    SessionDep,
+)
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/environments", tags=["environments"])
+router = APIRouter(prefix="/environments", tags=["environments"], route_class=DirectRoute)
 
 
 @router.get(
@@ -39,6 +45,7 @@ async def list_environments(caller: MeteredCallerDep, session: SessionDep) -> JS
     response_model=Environment,
     status_code=201,
     summary="Create an environment",
+    dependencies=[KeyIdempotency],
     responses=error_responses(400, 401, 402, 403, 429, 409, 413, 415),
 )
 async def create_environment(

@@ -36,7 +36,10 @@ class EnvironmentService:
                 "An environment-scoped key cannot create environments.",
                 fix="Use an account-wide secret key.",
             )
-        if await self.accounts.get(account_id) is None:
+        # The account's row lock, held until the transaction ends, before the
+        # name is looked up: on PostgreSQL two creates of one name both found
+        # none, and the second insert hit the unique constraint (a 500).
+        if await self.accounts.get_for_update(account_id) is None:
             raise errors.AccountNotFound()
         if await self.repo.get_by_name(account_id, name) is not None:
             raise errors.Conflict(

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyhouse import errors
+from keyhouse.db.integrity import is_conflict
 from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH
 from keyhouse.logs import get_logger
 from keyhouse.responses import JSONResponse
@@ -178,6 +179,22 @@ def install_error_handlers(app: FastAPI) -> None:
             # Starlette's Allow names the first route of the path only.
             mapped.headers["Allow"] = ", ".join(_allowed_methods(request))
         return error_response(tracking_id_of(request), mapped)
+
+    @app.exception_handler(sa_exc.IntegrityError)
+    async def _constraint(request: Request, exc: sa_exc.IntegrityError) -> JSONResponse:
+        # The services turn the constraints they know into their own 409s; a
+        # unique or foreign key one they did not map is still a conflict with
+        # what another request stored at the same time, not a fault to answer
+        # 500. A NOT NULL or CHECK violation is a bug: the last-resort 500.
+        if not is_conflict(exc):
+            raise exc
+        # The statement and its values stay out of the log: a hash, a name.
+        log.warning("constraint_violation", error_type=type(exc.orig).__name__)
+        conflict = errors.Conflict(
+            "The request conflicts with something stored meanwhile.",
+            fix="Read the current state (GET), then repeat the request if it still applies.",
+        )
+        return error_response(tracking_id_of(request), conflict)
 
     @app.exception_handler(errors.ConfigurationError)
     async def _configuration(request: Request, exc: errors.ConfigurationError) -> JSONResponse:

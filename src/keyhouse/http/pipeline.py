@@ -14,7 +14,11 @@
 * body and query: ``read_body``/``read_query``, validated by the route's
   pydantic model, errors mapped to ``validation_error`` as FastAPI's are;
 * the session: ``request_session``, one per request, committed once before
-  the response is sent, then the key cache told what changed.
+  the response is sent, then the key cache told what changed;
+* idempotency (writes): ``get_key_idempotency``/``get_admin_idempotency``
+  claim the request's ``Idempotency-Key`` in that session, or answer with
+  the stored answer; ``DirectRoute`` stores the route's answer in the same
+  session before it commits (``idempotency/service.py``).
 
 Most routes get these through FastAPI's dependency solver (the ``*Dep``
 aliases below). The two hot routes, ``POST /verify`` and ``GET /keys``, are
@@ -29,10 +33,12 @@ one handler, and a step has one implementation.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
@@ -40,8 +46,11 @@ from starlette.routing import BaseRoute
 
 from keyhouse import errors
 from keyhouse.audit.service import Actor
+from keyhouse.db.engine import CONFIRM_COMMIT
 from keyhouse.db.session import DbSession
 from keyhouse.http.errors import validation_error
+from keyhouse.idempotency import schemas as idempotency
+from keyhouse.idempotency.service import IdempotencyService, fingerprint, parse_key
 from keyhouse.keys import changes
 from keyhouse.keys.format import Kind
 from keyhouse.keys.verify import Caller, Verifier, bearer_of
@@ -50,9 +59,11 @@ from keyhouse.runtime import Runtime
 
 __all__ = [
     "AdminActorDep",
+    "AdminIdempotency",
     "CallerDep",
     "DirectRoute",
     "KeyActorDep",
+    "KeyIdempotency",
     "MeteredCallerDep",
     "RuntimeDep",
     "SecretCallerDep",
@@ -60,7 +71,9 @@ __all__ = [
     "direct",
     "direct_routes",
     "get_admin_actor",
+    "get_admin_idempotency",
     "get_caller",
+    "get_key_idempotency",
     "get_metered_caller",
     "get_runtime",
     "get_secret_caller",
@@ -92,8 +105,20 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 def request_session(request: Request, runtime: Runtime) -> AbstractAsyncContextManager[DbSession]:
     """The request's one session: committed on leaving, then the cache told what changed
     (``keys.changes.session``). Leaving before the response is sent means a 2xx is on disk.
+
+    A write's COMMIT that fails is checked before it is believed (``CONFIRM_COMMIT``):
+    a commit whose answer was lost is still a 2xx, not a 503.
     """
-    return changes.session(runtime, write=request.method not in _READ_METHODS)
+    if request.method in _READ_METHODS:
+        return changes.session(runtime, write=False)
+    return _write_session(runtime)
+
+
+@asynccontextmanager
+async def _write_session(runtime: Runtime) -> AsyncIterator[DbSession]:
+    async with changes.session(runtime, write=True) as session:
+        session.info[CONFIRM_COMMIT] = True
+        yield session
 
 
 async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[DbSession]:
@@ -237,6 +262,119 @@ async def get_admin_actor(request: Request, runtime: RuntimeDep) -> Actor:
 AdminActorDep = Annotated[Actor, Depends(get_admin_actor)]
 
 
+# -- idempotency of writes ----------------------------------------------------------------
+
+_IDEMPOTENCY_HEADER = idempotency.HEADER.lower().encode("ascii")
+# scope["state"]: the claim the route's answer is stored under.
+_CLAIM = "idempotency_claim"
+
+IdempotencyKeyHeader = Annotated[
+    str | None, Header(alias=idempotency.HEADER, description=idempotency.HEADER_DESCRIPTION)
+]
+
+
+class _Replay(Exception):
+    """Raised by the idempotency step to send a stored answer instead of running the route.
+
+    Caught by the route's handler (``DirectRoute``), inside the session: the
+    request's transaction then ends as a read.
+    """
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    service: IdempotencyService
+    scope: str
+    key: str
+
+
+async def _claim_idempotency_key(
+    request: Request, runtime: Runtime, session: DbSession, scope: str
+) -> None:
+    values = [v.decode("latin-1") for k, v in request.scope["headers"] if k == _IDEMPOTENCY_HEADER]
+    key = parse_key(values)
+    if key is None:
+        return
+    service = IdempotencyService(session, runtime)
+    print_ = fingerprint(
+        request.method, request.scope["path"], request.scope["query_string"], await request.body()
+    )
+    stored = await service.begin(scope, key, print_)
+    if stored is not None:
+        raise _Replay(
+            Response(
+                stored.body,
+                status_code=stored.status_code,
+                media_type="application/json",
+                headers={idempotency.REPLAYED_HEADER: "true"},
+            )
+        )
+    request.scope["state"][_CLAIM] = _Claim(service, scope, key)
+
+
+async def get_key_idempotency(
+    request: Request,
+    actor: KeyActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> None:
+    """A write of the account API: its ``Idempotency-Key`` is the calling key's."""
+    await _claim_idempotency_key(request, runtime, session, f"key:{actor.id}")
+
+
+async def get_admin_idempotency(
+    request: Request,
+    actor: AdminActorDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> None:
+    """A write of the operator API: its ``Idempotency-Key`` is the operator's."""
+    await _claim_idempotency_key(request, runtime, session, "admin")
+
+
+# For a write route's ``dependencies=[...]``: after authentication and metering.
+KeyIdempotency = Depends(get_key_idempotency)
+AdminIdempotency = Depends(get_admin_idempotency)
+_IDEMPOTENCY_STEPS = (get_key_idempotency, get_admin_idempotency)
+
+
+def _idempotent(handler: Handler) -> Handler:
+    """``handler``, answering a replay, and storing its answer under the request's claim.
+
+    The route handler runs inside the request's session (FastAPI closes the
+    function-scoped dependencies, so commits, after it returns): the answer
+    is stored in the write's own transaction.
+    """
+
+    async def handle(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except _Replay as replay:
+            return replay.response
+        claim: _Claim | None = request.scope["state"].pop(_CLAIM, None)
+        if claim is not None:
+            body = bytes(response.body)
+            await claim.service.finish(claim.scope, claim.key, response.status_code, body)
+        return response
+
+    return handle
+
+
+def _needs(dependant: Dependant, steps: tuple[Callable[..., Any], ...]) -> bool:
+    pending = list(dependant.dependencies)
+    while pending:
+        dependency = pending.pop()
+        if dependency.call in steps:
+            return True
+        pending.extend(dependency.dependencies)
+    return False
+
+
 # -- body and query ---------------------------------------------------------------------
 
 
@@ -295,7 +433,8 @@ def direct(handler: Handler) -> Callable[[Endpoint], Endpoint]:
 
 
 class DirectRoute(APIRoute):
-    """An APIRoute whose endpoint, if marked with ``@direct``, is answered by its handler.
+    """keyhouse's route: a ``@direct`` endpoint is answered by its handler, and a route
+    with an idempotency step has its answers stored (``_idempotent``).
 
     The endpoint's signature still makes the OpenAPI operation (body, query,
     security); only the resolution of its parameters differs from FastAPI's:
@@ -308,7 +447,14 @@ class DirectRoute(APIRoute):
         return handler
 
     def get_route_handler(self) -> Handler:
-        return self.direct_handler or super().get_route_handler()
+        direct_handler = self.direct_handler
+        if direct_handler is not None:
+            if _needs(self.dependant, _IDEMPOTENCY_STEPS):
+                # Its session ends inside the handler: no answer could be stored in it.
+                raise TypeError(f"{self.path}: a direct route cannot be idempotent")
+            return direct_handler
+        handler = super().get_route_handler()
+        return _idempotent(handler) if _needs(self.dependant, _IDEMPOTENCY_STEPS) else handler
 
 
 def direct_routes(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Handler]:

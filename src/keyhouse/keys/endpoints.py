@@ -9,8 +9,10 @@ from starlette.responses import Response
 
 from keyhouse.http.pipeline import (
     AdminActorDep,
+    AdminIdempotency,
     DirectRoute,
     KeyActorDep,
+    KeyIdempotency,
     MeteredCallerDep,
     RuntimeDep,
     SessionDep,
@@ -44,7 +46,7 @@ from keyhouse.responses import JSONResponse
 __all__ = ["admin_router", "router", "verify_router"]
 
 router = APIRouter(prefix="/keys", tags=["keys"], route_class=DirectRoute)
-admin_router = APIRouter(prefix="/admin", tags=["operator"])
+admin_router = APIRouter(prefix="/admin", tags=["operator"], route_class=DirectRoute)
 # POST /verify: the hot path of the operator's platform, a router of its own
 # (no /keys prefix, its own OpenAPI tag).
 verify_router = APIRouter(tags=["verify"], route_class=DirectRoute)
@@ -94,7 +96,8 @@ async def list_keys(
     response_model=ApiKey,
     status_code=201,
     summary="Create an API key",
-    responses=error_responses(400, 401, 402, 403, 429, 404, 413, 415),
+    dependencies=[KeyIdempotency],
+    responses=error_responses(400, 401, 402, 403, 429, 404, 409, 413, 415),
 )
 async def create_key(
     body: CreateKeyRequest,
@@ -142,6 +145,7 @@ async def get_key(
     "/{key_id}/revoke",
     response_model=ApiKey,
     summary="Revoke an API key",
+    dependencies=[KeyIdempotency],
     responses=error_responses(400, 401, 402, 403, 429, 404, 409),
 )
 async def revoke_key(
@@ -202,6 +206,7 @@ async def rename_key(
     response_model=ApiKey,
     status_code=201,
     summary="Roll an API key",
+    dependencies=[KeyIdempotency],
     responses=error_responses(400, 401, 402, 403, 429, 404, 409, 413, 415),
 )
 async def roll_key(
@@ -236,6 +241,7 @@ async def roll_key(
     response_model=ApiKey,
     status_code=201,
     summary="Import an existing key",
+    dependencies=[AdminIdempotency],
     responses=error_responses(400, 401, 402, 403, 404, 409, 413, 415, 429),
 )
 async def import_key(

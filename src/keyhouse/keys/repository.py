@@ -8,7 +8,9 @@ from datetime import datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import String, Table, bindparam, func, or_, select, type_coerce
+from sqlalchemy.exc import IntegrityError
 
+from keyhouse.db.integrity import is_conflict
 from keyhouse.db.session import DbConnection, DbSession
 from keyhouse.ids import is_id
 from keyhouse.keys.record import KeyRecord
@@ -209,6 +211,23 @@ class KeyRepository:
 
     def add(self, key: ApiKey) -> None:
         self.session.add(key)
+
+    async def insert(self, key: ApiKey) -> bool:
+        """Add ``key`` and write it now; False if a key with its hash is stored already.
+
+        The unique index on ``key_hash`` decides, not a look-up before: two
+        imports of one key at once both found no row, and the second insert
+        was a 500 (PostgreSQL, two processes). After False the transaction
+        is spoilt: the caller raises, and the request rolls back.
+        """
+        self.session.add(key)
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:
+            if not is_conflict(exc):
+                raise
+            return False
+        return True
 
     async def flush(self) -> None:
         await self.session.flush()

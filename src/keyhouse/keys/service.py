@@ -36,6 +36,13 @@ __all__ = ["Caller", "IssuedKey", "KeyService"]
 LAST_KEY_HORIZON = timedelta(hours=1)
 
 
+def _already_stored() -> errors.Conflict:
+    return errors.Conflict(
+        "This key is already stored.",
+        fix="List the account's keys; an identical key cannot be imported twice.",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedKey:
     row: ApiKey
@@ -132,10 +139,7 @@ class KeyService:
         self._check_prefix_matches(key, key_type)
         await self._check_environment(account_id, environment_id)
         if await self.repo.get_by_hash(hash_key(key)) is not None:
-            raise errors.Conflict(
-                "This key is already stored.",
-                fix="List the account's keys; an identical key cannot be imported twice.",
-            )
+            raise _already_stored()
         await self._check_key_limit(account_id, utcnow())
         issued = await self._store(
             account_id,
@@ -184,6 +188,19 @@ class KeyService:
                     "use (POST /keys/{id}/revoke), or ask the operator to raise maxKeys."
                 ),
             )
+
+    async def _locked(self, row: ApiKey) -> ApiKey:
+        """``row`` read again under its account's row lock, held until the transaction ends.
+
+        Every change of a key's state takes this lock before it reads the
+        state it decides on, so changes of one account's keys (and the
+        ``maxKeys`` count) happen one after the other on every engine: on
+        PostgreSQL two requests would otherwise both read, then both write.
+        Always the account first, then the key: the same order everywhere
+        cannot deadlock. SQLite's write transactions are serialised already.
+        """
+        await self.accounts.get_for_update(row.account_id)
+        return await self.repo.reload(row)
 
     async def _check_account(self, account_id: str) -> None:
         if await self.accounts.get(account_id) is None:
@@ -239,8 +256,8 @@ class KeyService:
             created_at=created_at,
             imported=imported,
         )
-        self.repo.add(row)
-        await self.repo.flush()
+        if not await self.repo.insert(row):
+            raise _already_stored()
         return IssuedKey(row, plaintext)
 
     async def list_objects(
@@ -300,20 +317,17 @@ class KeyService:
         within the next hour.
         """
         row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
+        if row.revoked:  # for good: no lock needed to know it
+            return row
+        # Two such revokes at once (A revokes B while B revokes A) would each
+        # count the other as remaining and both pass: on PostgreSQL (READ
+        # COMMITTED) 13 of 15 accounts were left with no secret key under
+        # `serve --workers 2`; two revokes of one key both recorded it.
+        row = await self._locked(row)
         if row.revoked:
             return row
         now = utcnow()
         if not force and row.key_type == "secret" and row.environment_id is None:
-            # Two such revokes at once (A revokes B while B revokes A) would
-            # each count the other as remaining and both pass: on PostgreSQL
-            # (READ COMMITTED) 13 of 15 accounts were left with no secret key
-            # under `serve --workers 2`. Take the account's row lock, as key
-            # creation does, then read the key again: what committed while we
-            # waited counts. SQLite's write transactions are serialised already.
-            await self.accounts.get_for_update(row.account_id)
-            row = await self.repo.reload(row)
-            if row.revoked:
-                return row
             others = await self.repo.count_active_account_secrets(
                 row.account_id, active_after=now + LAST_KEY_HORIZON, excluding=row.id
             )
@@ -335,6 +349,10 @@ class KeyService:
         actor: Actor,
     ) -> ApiKey:
         row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
+        if row.name != name:
+            # Under the lock: two renames at once both recorded the same
+            # previousName, and the audit log lost the name in between.
+            row = await self._locked(row)
         if row.name != name:
             previous, row.name = row.name, name
             self._record("key.renamed", row, actor, {"previousName": previous})
@@ -365,14 +383,10 @@ class KeyService:
                 ),
             )
         row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
-        self._check_rollable(row, utcnow())
-        # Two rolls of one key at once would each find it not rolled yet and each
-        # make a replacement (PostgreSQL, READ COMMITTED). Take the account's row
-        # lock, as key creation and revocation do, and read the key again: a roll
-        # or a revocation that committed while we waited counts. SQLite's write
-        # transactions are serialised already.
-        await self.accounts.get_for_update(row.account_id)
-        row = await self.repo.reload(row)
+        # Under the lock, the key as committed: two rolls with grace 0 of one
+        # key both made a replacement on PostgreSQL, and a roll went on with a
+        # key revoked while it ran.
+        row = await self._locked(row)
         now = utcnow()
         self._check_rollable(row, now)
         key_type: KeyType = "secret" if row.key_type == "secret" else "public"

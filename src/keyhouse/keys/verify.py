@@ -22,6 +22,7 @@ from typing import Any, Literal
 from sqlalchemy import update
 
 from keyhouse import errors
+from keyhouse.accounts.repository import AccountRepository
 from keyhouse.audit.service import Actor, AuditService
 from keyhouse.keys import changes
 from keyhouse.keys.crypto import hash_key
@@ -151,6 +152,11 @@ class Verifier:
         )
         try:
             async with changes.session(self.runtime, write=True) as session:
+                # The account's row first, as every key change takes it
+                # (KeyService._locked): the event's foreign key locks that
+                # row after the key's, and a revoke holding the account while
+                # it waited for this key's row was a deadlock.
+                await AccountRepository(session).get_for_update(record.account_id)
                 changes.mark_changed(session, self.runtime, key_hash)
                 result = await session.execute(
                     update(ApiKey)
