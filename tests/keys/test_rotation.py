@@ -9,6 +9,7 @@ batch waits for a lock the test holds, then run again).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -34,8 +35,9 @@ from keyhouse.keys.service import IssuedKey, KeyService
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from tests.conftest import pg_plain
-from tests.factories import create_account, expect_same_key
+from tests.factories import AccountWithKey, create_account, expect_same_key
 from tests.keys.test_unrecoverable import encrypting_with
+from tests.limits.conftest import served
 
 NEW = ("new", os.urandom(32))
 OLD = ("old", os.urandom(32))
@@ -397,3 +399,75 @@ async def test_reencrypt_lists_the_keys_it_cannot_read(
                 f"  {lost.row.id} (account {acc.account_id}, encryption key lost): "
                 "encryption_key_not_configured"
             )
+
+
+@pytest.mark.postgresql_only
+async def test_reencrypt_beside_two_serving_processes(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """While the command runs, two ``keyhouse serve`` processes list, rename and revoke
+    the keys it moves: every listing shows each key in full and unchanged, every
+    change stays, and every key ends under the newest encryption key."""
+    settings = make_settings(encryption_keys=spec(OLD))
+    runtime = Runtime.build(settings)
+    try:
+        accounts = [await create_account(runtime, f"A{i}") for i in range(3)]
+        made = {acc.account_id: await make_keys(runtime, acc.account_id, 40) for acc in accounts}
+    finally:
+        await runtime.close()
+    plaintexts = {k.row.id: k.plaintext for keys in made.values() for k in keys}
+    plaintexts.update({acc.key_id: acc.key for acc in accounts})
+    names: dict[str, str] = {}
+    revoked: set[str] = set()
+    with served(settings, 2, KEYHOUSE_ENCRYPTION_KEYS=spec(NEW, OLD)) as urls:
+        proc = reencrypt_command(settings, "--batch-size", "4")
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def churn(acc: AccountWithKey, keys: list[IssuedKey]) -> int:
+                rounds = 0
+                while rounds < 2 or proc.poll() is None:
+                    rounds += 1
+                    for i, issued in enumerate(keys):
+                        url = urls[(i + rounds) % 2]
+                        key_id = issued.row.id
+                        if i % 5 == rounds % 5 and key_id not in revoked:
+                            answer = await http.post(
+                                f"{url}/keys/{key_id}/revoke", headers=acc.auth
+                            )
+                            revoked.add(key_id)
+                        else:
+                            name = f"r{rounds} k{i}"
+                            answer = await http.patch(
+                                f"{url}/keys/{key_id}", headers=acc.auth, json={"name": name}
+                            )
+                            names[key_id] = name
+                        assert answer.status_code == 200, answer.status_code
+                    listing = await http.get(f"{urls[rounds % 2]}/keys", headers=acc.auth)
+                    assert listing.status_code == 200, listing.status_code
+                    for obj in listing.json()["keys"]:
+                        assert "recoverable" not in obj, obj["id"]
+                        expect_same_key(obj["key"], plaintexts[obj["id"]])
+                return rounds
+
+            rounds = await asyncio.gather(*(churn(acc, made[acc.account_id]) for acc in accounts))
+        out, err = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=120))
+    assert proc.returncode == 0, err[-2000:]
+    report = json.loads(out)
+    assert report == {
+        "encryptionKeyId": "new",
+        "moved": len(plaintexts),
+        "unreadable": [],
+        "busy": [],
+    }
+    assert min(rounds) >= 2
+    check = Runtime.build(make_settings(encryption_keys=spec(NEW)))
+    try:
+        rows = await stored(check)
+    finally:
+        await check.close()
+    for key_id, plaintext in plaintexts.items():
+        row = rows[key_id]
+        expect_same_key(readable_under(check.keyring, row), plaintext)
+        assert row.revoked is (key_id in revoked), key_id
+        if key_id in names:
+            assert row.name == names[key_id], key_id
