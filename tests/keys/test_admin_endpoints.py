@@ -410,3 +410,25 @@ class TestRollKey:
         expect_error(await client.post(url, headers=admin(runtime)), 409, "conflict")
         response = await client.post(f"/admin/keys/{UNKNOWN_KEY}/roll", headers=admin(runtime))
         expect_error(response, 404, "not_found")
+
+
+async def test_the_operator_s_calls_are_not_the_account_s_usage(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    acc = await create_account(runtime)
+    await set_limits(runtime, acc.account_id, monthlyRequests=1, ratePerSecond=1, burst=1)
+    for _ in range(3):
+        made = await client.post(
+            f"/admin/accounts/{acc.account_id}/keys",
+            headers=admin(runtime),
+            json={"name": "n", "keyType": "public"},
+        )
+        key_id = expect_status(made, 201)["id"]
+        expect_status(await client.get(f"/admin/keys/{key_id}", headers=admin(runtime)), 200)
+        expect_status(
+            await client.get(f"/admin/accounts/{acc.account_id}/keys", headers=admin(runtime)), 200
+        )
+    usage = expect_status(await client.get("/account", headers=acc.auth), 200)["usage"]
+    assert usage["requests"] == 0
+    # The account's one request of the month, and its one token, are still there.
+    expect_status(await client.get("/keys", headers=acc.auth), 200)
