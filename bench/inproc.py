@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
 import json
@@ -196,7 +197,12 @@ async def phase_verify_pg(args: argparse.Namespace) -> None:
     await pg_execute(args.server, f'CREATE DATABASE "{name}"')
     url = args.server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     try:
-        s = settings(database_url=f"{url}/{name}", cache_ttl_seconds=0)
+        # With a database URL keyhouse generates no encryption key: one is given.
+        s = settings(
+            database_url=f"{url}/{name}",
+            cache_ttl_seconds=0,
+            encryption_keys=f"bench:{base64.b64encode(os.urandom(32)).decode()}",
+        )
         await migrate(s)
         runtime = Runtime.build(s)
         try:

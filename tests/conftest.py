@@ -19,6 +19,7 @@ Every test that uses ``settings`` (or ``app``, ``client``, ``runtime``,
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import os
 import secrets
@@ -158,6 +159,10 @@ def make_settings(
     """Settings on a fresh, migrated database (one per test) and data directory."""
     data_dir = tmp_path / "data"
     database_url: str | None = None
+    pg_secrets = {
+        "encryption_keys": f"test:{base64.b64encode(os.urandom(32)).decode()}",
+        "admin_tokens": f"kh_admin_{secrets.token_urlsafe(32)}",
+    }
     if backend == "postgresql":
         database_url = request.getfixturevalue("pg_url")
         run_sync(lambda: _pg_execute(pg_plain(database_url), CLEANUP))
@@ -172,6 +177,9 @@ def make_settings(
                 (data_dir / "keyhouse.db").chmod(0o600)
         if database_url is not None:
             overrides.setdefault("database_url", database_url)
+            # With KEYHOUSE_DATABASE_URL nothing is generated: the secrets are given.
+            overrides.setdefault("encryption_keys", pg_secrets["encryption_keys"])
+            overrides.setdefault("admin_tokens", pg_secrets["admin_tokens"])
         return Settings(data_dir=data_dir, **overrides)
 
     return make

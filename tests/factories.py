@@ -24,6 +24,7 @@ from keyhouse import errors
 from keyhouse.accounts.schemas import LimitsUpdate
 from keyhouse.accounts.service import AccountService
 from keyhouse.audit.service import CLI
+from keyhouse.config import Settings
 from keyhouse.db.notify import ChangeListener
 from keyhouse.db.session import DbSession
 from keyhouse.environments.service import EnvironmentService
@@ -47,6 +48,19 @@ class AccountWithKey:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``KEYHOUSE_*`` variables that point a subprocess (``serve``, the CLI) at
+    the keyhouse of ``settings``: its data directory, database and secrets."""
+    env = {"KEYHOUSE_DATA_DIR": str(settings.data_dir)}
+    if settings.database_url:
+        env["KEYHOUSE_DATABASE_URL"] = settings.database_url
+    if settings.encryption_keys:
+        env["KEYHOUSE_ENCRYPTION_KEYS"] = settings.encryption_keys.get_secret_value()
+    if settings.admin_tokens:
+        env["KEYHOUSE_ADMIN_TOKENS"] = settings.admin_tokens.get_secret_value()
+    return env
 
 
 def bearer(key: str) -> dict[str, str]:

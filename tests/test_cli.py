@@ -8,6 +8,7 @@ are scrubbed, and keys are compared with ``expect_same_key``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -24,6 +25,11 @@ from keyhouse.app import create_app
 from keyhouse.config import Settings
 from tests.factories import bearer, expect_same_key
 
+# What a keyhouse on KEYHOUSE_DATABASE_URL needs besides: nothing is generated for it.
+GIVEN_SECRETS = {
+    "KEYHOUSE_ENCRYPTION_KEYS": "k1:" + base64.b64encode(bytes(range(32))).decode(),
+    "KEYHOUSE_ADMIN_TOKENS": "kh_admin_cli-tests-0123456789abcdef",
+}
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 _KEYLIKE = re.compile(r"(sk_|pk_)[0-9A-Za-z]{8,}")
 
@@ -59,14 +65,20 @@ class CliResult:
 
 
 def keyhouse(data_dir: Path, *args: str, **env: str) -> CliResult:
+    """``keyhouse ARGS`` on the keyhouse of ``data_dir`` (KEYHOUSE_DATA_DIR), run beside it."""
+    return keyhouse_in(data_dir.parent, *args, KEYHOUSE_DATA_DIR=str(data_dir), **env)
+
+
+def keyhouse_in(cwd: Path, *args: str, **env: str) -> CliResult:
+    """``keyhouse ARGS`` run in ``cwd`` with ``env`` (a value of "" unsets the variable)."""
     environ = dict(os.environ)
-    environ["KEYHOUSE_DATA_DIR"] = str(data_dir)
     environ["COLUMNS"] = "250"  # Rich tables: no wrapped cells
     environ.update(env)
+    environ = {name: value for name, value in environ.items() if value != ""}
     proc = subprocess.run(
         [sys.executable, "-m", "keyhouse", *args],
         env=environ,
-        cwd=data_dir.parent,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
@@ -117,7 +129,10 @@ def mode(path: Path) -> str:
 def test_account_environment_key_lifecycle(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
 
-    # account create on a fresh data directory
+    # a fresh data directory is made by init, not by any command that happens to run
+    expect_ok(keyhouse(data_dir, "init"))
+
+    # account create
     result = keyhouse(data_dir, "account", "create", "--name", "Acme", "--json")
     expect_ok(result)
     account = result.json()
@@ -258,22 +273,16 @@ def test_unusable_sqlite_path_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     url = f"sqlite+aiosqlite:///{blocker}/sub/x.db"
-    result = keyhouse(
-        tmp_path / "data",
-        "account",
-        "create",
-        "--name",
-        "Acme",
-        "--json",
-        KEYHOUSE_DATABASE_URL=url,
-    )
+    # migrate creates the database (account create would refuse: there is none).
+    result = keyhouse(tmp_path / "data", "migrate", KEYHOUSE_DATABASE_URL=url, **GIVEN_SECRETS)
     line = expect_one_line_failure(result)
     assert line.startswith("keyhouse: "), line
+    assert "cannot use the database" in line
 
 
 def test_unreachable_postgres_is_one_line_without_password(tmp_path: Path) -> None:
     url = "postgresql+asyncpg://postgres:hunter2@127.0.0.1:1/x"
-    result = keyhouse(tmp_path / "data", "migrate", KEYHOUSE_DATABASE_URL=url)
+    result = keyhouse(tmp_path / "data", "migrate", KEYHOUSE_DATABASE_URL=url, **GIVEN_SECRETS)
     line = expect_one_line_failure(result)
     assert "127.0.0.1" in line
     assert "hunter2" not in line

@@ -240,6 +240,8 @@ def test_account_list_and_limits(settings: Settings) -> None:
 
 def test_admin_token_is_stable(settings: Settings) -> None:
     data_dir = settings.data_dir
+    # The token is made with the keyhouse (init, or serve), never by admin-token.
+    expect_ok(keyhouse(data_dir, "init"))
     tokens: list[str] = []
     for _ in range(2):
         result = keyhouse(data_dir, "admin-token", "--json")

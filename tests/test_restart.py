@@ -82,6 +82,8 @@ async def test_keys_survive_a_restart(make_settings: SettingsFactory) -> None:
     settings = make_settings()
     keys_file = settings.data_dir / ENCRYPTION_KEYS_FILE
     assert not keys_file.exists()
+    # PostgreSQL: the encryption key is given (KEYHOUSE_ENCRYPTION_KEYS), never generated.
+    generated = settings.generates_secrets
 
     async with running(settings) as (client, runtime):
         account = await create_account(runtime)
@@ -97,9 +99,10 @@ async def test_keys_survive_a_restart(make_settings: SettingsFactory) -> None:
         ]
         before = await get_keys(client, account)
 
-    assert keys_file.exists()
-    file_hash = sha256_of(keys_file)
-    file_stat = keys_file.stat()
+    assert keys_file.exists() == generated
+    if generated:
+        file_hash = sha256_of(keys_file)
+        file_stat = keys_file.stat()
 
     async with running(settings) as (client, _):
         after = await get_keys(client, account)
@@ -109,6 +112,9 @@ async def test_keys_survive_a_restart(make_settings: SettingsFactory) -> None:
     for key in created:
         expect_same_key(by_id[key["id"]]["key"], key["key"])
     expect_same_key(by_id[account.key_id]["key"], account.key)
+    if not generated:
+        assert not keys_file.exists()
+        return
     # The generated encryption key is read again, not rewritten.
     assert sha256_of(keys_file) == file_hash
     assert keys_file.stat().st_ino == file_stat.st_ino
@@ -125,8 +131,11 @@ async def test_a_new_encryption_key_leaves_old_keys_readable(
         before = await get_keys(client, account)
 
     keys_file = settings.data_dir / ENCRYPTION_KEYS_FILE
-    file_hash = sha256_of(keys_file)
-    old_entry = keys_file.read_text(encoding="utf-8").strip()  # "kid:base64", one line
+    if settings.encryption_keys is None:  # generated into the data dir (SQLite)
+        file_hash = sha256_of(keys_file)
+        old_entry = keys_file.read_text(encoding="utf-8").strip()  # "kid:base64", one line
+    else:  # given, as it must be with KEYHOUSE_DATABASE_URL (PostgreSQL)
+        old_entry = settings.encryption_keys.get_secret_value()
     old_kid = old_entry.partition(":")[0]
     new_b64 = base64.b64encode(os.urandom(32)).decode("ascii")
     rotated = make_settings(encryption_keys=f"new:{new_b64},{old_entry}")
@@ -144,8 +153,11 @@ async def test_a_new_encryption_key_leaves_old_keys_readable(
     assert kids[new_key["id"]] == "new"
     assert kids[old_key["id"]] == old_kid
     assert kids[account.key_id] == old_kid
-    # The setting is used as given: the generated file is left alone.
-    assert sha256_of(keys_file) == file_hash
+    if settings.encryption_keys is None:
+        # The setting is used as given: the generated file is left alone.
+        assert sha256_of(keys_file) == file_hash
+    else:
+        assert not keys_file.exists()
 
 
 async def test_no_key_is_stored_in_plaintext(make_settings: SettingsFactory) -> None:

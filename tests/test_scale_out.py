@@ -31,6 +31,7 @@ from tests.factories import (
     create_key,
     listener,
     notified,
+    settings_env,
 )
 from tests.limits.conftest import free_port, served
 from tests.limits.helpers import account_on_plan
@@ -55,10 +56,9 @@ def serve(
     port = free_port()
     environ = {
         **os.environ,
-        "KEYHOUSE_DATA_DIR": str(settings.data_dir),
+        **settings_env(settings),
         "KEYHOUSE_ADMIN_TOKENS": ADMIN,
         "KEYHOUSE_LOG_LEVEL": "warning",
-        **({"KEYHOUSE_DATABASE_URL": settings.database_url} if settings.database_url else {}),
         **env,
     }
     proc = subprocess.Popen(

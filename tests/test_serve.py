@@ -82,6 +82,7 @@ def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_it_gracefully(tmp_path: Path, signum: signal.Signals) -> None:
     data = tmp_path / "data"
+    expect_ok(keyhouse(data, "init"))
     created = keyhouse(data, "account", "create", "--name", "Acme", "--json")
     expect_ok(created)
     account, key = created.json()["accountId"], created.json()["key"]

@@ -1,9 +1,11 @@
 """The operator's admin tokens: from ``KEYHOUSE_ADMIN_TOKENS`` or generated.
 
-With the setting unset, one token is generated on first start into the data
-directory (mode 0600, like the encryption key) and ``keyhouse admin-token``
-prints it. Only SHA-256 digests are kept in memory for comparison, and a
-presented token is compared with every one of them by
+With the setting unset and the default database (SQLite in the data
+directory), one token is generated on first start into the data directory
+(mode 0600, like the encryption key) and ``keyhouse admin-token`` prints it;
+with ``KEYHOUSE_DATABASE_URL`` the setting is required
+(``Settings.generates_secrets``). Only SHA-256 digests are kept in memory for
+comparison, and a presented token is compared with every one of them by
 ``hmac.compare_digest``: the time taken does not tell how much of a guess
 was right, nor which token matched.
 
@@ -44,7 +46,11 @@ class AdminTokens:
         self.first = tokens[0]
 
     def __repr__(self) -> str:
-        return f"AdminTokens(count={len(self._digests)})"
+        return f"AdminTokens(count={self.count})"
+
+    @property
+    def count(self) -> int:
+        return len(self._digests)
 
     def matches(self, token: str) -> bool:
         digest = hashlib.sha256(token.encode("utf-8")).digest()
@@ -74,11 +80,16 @@ def _parse(spec: str, setting: str = "KEYHOUSE_ADMIN_TOKENS") -> list[str]:
     return tokens
 
 
-def load_admin_tokens(spec: str | None, data_dir: Path) -> AdminTokens:
+def load_admin_tokens(spec: str | None, data_dir: Path, *, generate: bool = True) -> AdminTokens:
+    """The tokens from the setting, or from (with ``generate``: generated into) the data dir."""
     if spec:
         return AdminTokens(_parse(spec))
     content = read_or_create_private_file(
-        data_dir, ADMIN_TOKEN_FILE, lambda: TOKEN_PREFIX + secrets.token_urlsafe(32) + "\n"
+        data_dir,
+        ADMIN_TOKEN_FILE,
+        lambda: TOKEN_PREFIX + secrets.token_urlsafe(32) + "\n",
+        setting="KEYHOUSE_ADMIN_TOKENS",
+        generate=generate,
     )
     return AdminTokens(_parse(content.replace("\n", ",")))
 

@@ -176,6 +176,30 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.sqlalchemy_url.startswith("sqlite")
 
+    @property
+    def generates_secrets(self) -> bool:
+        """Whether a missing encryption key or admin token may be generated.
+
+        Only with the default database, SQLite in the data directory: the
+        generated files sit beside the data they belong to and are found
+        together or not at all. With ``KEYHOUSE_DATABASE_URL`` a generated
+        secret would belong to whatever directory a command ran in: the CLI on
+        PostgreSQL, run from another directory, encrypted a new key under such
+        a stray encryption key, and from then on the account's listings
+        failed and the key could not be revoked (issue 13).
+        """
+        return self.database_url is None
+
+    def missing_secrets(self) -> list[str]:
+        """The secret settings this configuration needs and lacks (see ``generates_secrets``)."""
+        if self.generates_secrets:
+            return []
+        given = {
+            "KEYHOUSE_ENCRYPTION_KEYS": self.encryption_keys,
+            "KEYHOUSE_ADMIN_TOKENS": self.admin_tokens,
+        }
+        return [name for name, value in given.items() if not value]
+
 
 def settings_error_line(exc: ValidationError) -> str:
     """One readable line for a bad setting: which variable, and what is wrong."""

@@ -228,6 +228,7 @@ class KeyAlreadyRolled(Conflict):
     default_message = "This key was rolled already; it only works until its grace period ends."
 
     def __init__(self, rolled_to: str) -> None:
+        self.rolled_to = rolled_to  # the CLI names its own command with it
         super().__init__(
             f"This key was rolled already, into {rolled_to}; it only works until its "
             "grace period ends.",

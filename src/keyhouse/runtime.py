@@ -16,6 +16,7 @@ from keyhouse.admin_tokens import AdminTokens, VerifyTokens, load_admin_tokens, 
 from keyhouse.config import Settings
 from keyhouse.db.engine import Database
 from keyhouse.db.notify import ChangeListener
+from keyhouse.errors import ConfigurationError
 from keyhouse.keys.cache import KeyCache
 from keyhouse.keys.crypto import Keyring, load_keyring
 from keyhouse.keys.format import KeyFormat
@@ -23,7 +24,35 @@ from keyhouse.keys.last_used import LastUsed
 from keyhouse.limits.failures import FailedAuthLimiter
 from keyhouse.limits.limiter import Limiter, Mode
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "load_secrets"]
+
+
+def load_secrets(settings: Settings, *, generate: bool) -> tuple[Keyring, AdminTokens]:
+    """The encryption keys and admin tokens in force, or one line saying what is missing.
+
+    From the settings, else from the data directory; ``generate``: written
+    there first when missing, which only the default database allows
+    (``Settings.generates_secrets``).
+    """
+    missing = settings.missing_secrets()
+    if missing:
+        raise ConfigurationError(
+            f"{' and '.join(missing)} must be set with KEYHOUSE_DATABASE_URL: keyhouse "
+            "generates no secret for a database outside its data directory (use the "
+            "values the server has; README, Running in production)"
+        )
+    generate = generate and settings.generates_secrets
+    keyring = load_keyring(
+        settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
+        settings.data_dir,
+        generate=generate,
+    )
+    admin_tokens = load_admin_tokens(
+        settings.admin_tokens.get_secret_value() if settings.admin_tokens else None,
+        settings.data_dir,
+        generate=generate,
+    )
+    return keyring, admin_tokens
 
 
 @dataclass(slots=True)
@@ -44,15 +73,13 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
-        keyring = load_keyring(
-            settings.encryption_keys.get_secret_value() if settings.encryption_keys else None,
-            settings.data_dir,
-        )
-        admin_tokens = load_admin_tokens(
-            settings.admin_tokens.get_secret_value() if settings.admin_tokens else None,
-            settings.data_dir,
-        )
+    def build(cls, settings: Settings, *, generate_secrets: bool = True) -> Runtime:
+        """The process's objects; nothing connects yet.
+
+        ``generate_secrets`` False (the CLI's commands but ``serve``,
+        ``migrate`` and ``init``): a missing generated secret is an error.
+        """
+        keyring, admin_tokens = load_secrets(settings, generate=generate_secrets)
         db = Database(settings)
         cache = KeyCache(settings.cache_max_entries, settings.cache_ttl_seconds)
         mode: Mode = (

@@ -36,6 +36,7 @@ from tests.factories import (
     create_key,
     expect_error,
     expect_same_key,
+    settings_env,
 )
 
 SettingsFactory = Callable[..., Settings]
@@ -557,6 +558,9 @@ class TestAdminTokens:
         assert not leaked, "the configuration error shows a token"
         assert "KEYHOUSE_ADMIN_TOKENS" in message
 
+    # Generated only with the default database; with KEYHOUSE_DATABASE_URL the
+    # token is required instead (tests/cli/test_data_dir.py).
+    @pytest.mark.sqlite_only
     async def test_generated_token_is_private_and_survives_a_restart(
         self, make_settings: SettingsFactory
     ) -> None:
@@ -588,7 +592,7 @@ class TestAdminTokens:
         settings = make_settings()
         async with running(settings) as (_, runtime):
             token = runtime.admin_tokens.first
-        environ = {**os.environ, "KEYHOUSE_DATA_DIR": str(settings.data_dir)}
+        environ = {**os.environ, **settings_env(settings)}
         proc = await anyio.run_process(
             [sys.executable, "-m", "keyhouse", "admin-token", "--json"],
             env=environ,

@@ -35,7 +35,7 @@ from keyhouse.keys.service import IssuedKey, KeyService
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from tests.conftest import pg_plain
-from tests.factories import AccountWithKey, create_account, expect_same_key
+from tests.factories import AccountWithKey, create_account, expect_same_key, settings_env
 from tests.keys.test_unrecoverable import encrypting_with
 from tests.limits.conftest import served
 
@@ -240,11 +240,7 @@ class TestReencrypt:
 
 def command_env(settings: Settings, keys: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYHOUSE_")}
-    env["KEYHOUSE_DATA_DIR"] = str(settings.data_dir)
-    env["KEYHOUSE_ENCRYPTION_KEYS"] = keys
-    if settings.database_url:
-        env["KEYHOUSE_DATABASE_URL"] = settings.database_url
-    return env
+    return {**env, **settings_env(settings), "KEYHOUSE_ENCRYPTION_KEYS": keys}
 
 
 def reencrypt_command(settings: Settings, *args: str) -> subprocess.Popen[str]:

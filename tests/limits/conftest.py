@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from keyhouse.config import Settings
+from tests.factories import settings_env
 
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
@@ -59,14 +60,11 @@ def free_port() -> int:
 @contextmanager
 def served(settings: Settings, count: int, **env: str) -> Iterator[list[str]]:
     """``count`` real ``keyhouse serve`` processes on the settings' database; yields URLs."""
-    data_dir = settings.data_dir
-    if settings.database_url:
-        env = {"KEYHOUSE_DATABASE_URL": settings.database_url, **env}
     procs: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     base_env = {
         **os.environ,
-        "KEYHOUSE_DATA_DIR": str(data_dir),
+        **settings_env(settings),
         "KEYHOUSE_LOG_LEVEL": "warning",
         **env,
     }

@@ -253,6 +253,8 @@ async def test_no_secret_at_rest_in_redis_logs_or_error_bodies(
     secrets_from: str,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
+    if secrets_from == "data dir" and backend == "postgresql":
+        pytest.skip("with KEYHOUSE_DATABASE_URL no secret is generated into the data dir")
     found = Secrets()
     overrides: dict[str, Any] = {
         "redis_url": redis_url,

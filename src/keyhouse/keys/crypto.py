@@ -56,7 +56,12 @@ class Keyring:
         self.current_kid = keys[0][0]
 
     def __repr__(self) -> str:  # never show key material
-        return f"Keyring(kids={list(self._keys)!r})"
+        return f"Keyring(kids={self.kids!r})"
+
+    @property
+    def kids(self) -> list[str]:
+        """The encryption key ids, the current one first (``keyhouse status``)."""
+        return list(self._keys)
 
     def encrypt(self, plaintext: str, associated: str) -> Sealed:
         nonce = os.urandom(_NONCE_LEN)
@@ -182,21 +187,32 @@ def write_private_file(path: Path, content: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_or_create_private_file(data_dir: Path, name: str, make: Callable[[], str]) -> str:
+def read_or_create_private_file(
+    data_dir: Path, name: str, make: Callable[[], str], *, setting: str, generate: bool = True
+) -> str:
     """The content of ``data_dir/name``, first written as ``make()`` if missing.
 
     Used for secrets generated on first start so the zero-config start
     survives restarts. Two processes starting at once cannot both write it
     (the link in ``write_private_file`` fails for the second), and the loser
-    reads the winner's file.
+    reads the winner's file. With ``generate`` False (every command but
+    ``serve``, ``migrate`` and ``init``) a missing file is an error naming
+    ``setting``, the variable that would replace it: a secret made by a
+    command run in the wrong place would start a second keyhouse there.
     """
-    ensure_private_dir(data_dir)
     path = data_dir / name
-    if not path.exists():
-        with contextlib.suppress(FileExistsError):
-            write_private_file(path, make())
+    if generate:
+        ensure_private_dir(data_dir)
+        if not path.exists():
+            with contextlib.suppress(FileExistsError):
+                write_private_file(path, make())
     try:
         return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"{path.resolve()} is missing and {setting} is unset "
+            "(`keyhouse init` or `keyhouse serve` creates it)"
+        ) from None
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -206,9 +222,15 @@ def _new_encryption_key() -> str:
     return f"{kid}:{base64.b64encode(secrets.token_bytes(32)).decode('ascii')}\n"
 
 
-def load_keyring(spec: str | None, data_dir: Path) -> Keyring:
-    """The keyring from the setting, or from (or generated into) the data dir."""
+def load_keyring(spec: str | None, data_dir: Path, *, generate: bool = True) -> Keyring:
+    """The keyring from the setting, or from (with ``generate``: generated into) the data dir."""
     if spec:
         return Keyring(parse_keys(spec))
-    content = read_or_create_private_file(data_dir, ENCRYPTION_KEYS_FILE, _new_encryption_key)
+    content = read_or_create_private_file(
+        data_dir,
+        ENCRYPTION_KEYS_FILE,
+        _new_encryption_key,
+        setting="KEYHOUSE_ENCRYPTION_KEYS",
+        generate=generate,
+    )
     return Keyring(parse_keys(content.replace("\n", ",")))
