@@ -2,7 +2,8 @@
 
 Every operation of ``/openapi.json`` gets generated requests, positive and
 negative, authenticated as the spec says (``accountKey``: a real account's
-secret key; ``adminToken``: the operator's token). Every response must pass:
+secret key; ``adminToken``: the operator's token; ``verifyToken``: a
+verify-only token, the first scheme of ``POST /verify``). Every response must pass:
 
 * schemathesis's default checks but ``positive_data_acceptance`` (a
   schema-valid request may still break a rule JSON Schema cannot say, as an
@@ -252,7 +253,8 @@ def live(make_settings: Callable[..., Settings]) -> Iterator[Live]:
 
 def start_live(make_settings: Callable[..., Settings], **overrides: Any) -> Iterator[Live]:
     admin_token = "kh_admin_" + secrets.token_urlsafe(32)
-    settings = make_settings(admin_tokens=admin_token, **overrides)
+    verify_token = "kh_verify_" + secrets.token_urlsafe(32)
+    settings = make_settings(admin_tokens=admin_token, verify_tokens=verify_token, **overrides)
     app = create_app(settings)
     try:
         asgi_app: Any = app
@@ -299,9 +301,9 @@ def start_live(make_settings: Callable[..., Settings], **overrides: Any) -> Iter
             security[operation.label] = next(iter(declared[0]), None)
         yield Live(
             schema=schema,
-            credentials={"accountKey": key, "adminToken": admin_token},
+            credentials={"accountKey": key, "adminToken": admin_token, "verifyToken": verify_token},
             security=security,
-            secrets_=(key, admin_token),
+            secrets_=(key, admin_token, verify_token),
         )
     finally:
         stop_asgi()

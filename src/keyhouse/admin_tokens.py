@@ -8,6 +8,11 @@ with ``KEYHOUSE_DATABASE_URL`` the setting is required
 comparison, and a presented token is compared with every one of them by
 ``hmac.compare_digest``: the time taken does not tell how much of a guess
 was right, nor which token matched.
+
+``KEYHOUSE_VERIFY_TOKENS`` are compared the same way (``VerifyTokens``):
+tokens for services that only verify keys, accepted by ``POST /verify``
+and refused everywhere else (least privilege: an admin token could also
+create accounts and read every key). Never generated.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from pathlib import Path
 from keyhouse.errors import ConfigurationError
 from keyhouse.keys.crypto import read_or_create_private_file
 
-__all__ = ["ADMIN_TOKEN_FILE", "AdminTokens", "load_admin_tokens"]
+__all__ = [
+    "ADMIN_TOKEN_FILE",
+    "AdminTokens",
+    "VerifyTokens",
+    "load_admin_tokens",
+    "load_verify_tokens",
+]
 
 ADMIN_TOKEN_FILE = "admin_tokens"  # noqa: S105 (a file name)
 MIN_TOKEN_LENGTH = 24
@@ -49,16 +60,23 @@ class AdminTokens:
         return found
 
 
-def _parse(spec: str) -> list[str]:
+class VerifyTokens(AdminTokens):
+    """Tokens that may call ``POST /verify`` and nothing else."""
+
+    def __repr__(self) -> str:
+        return f"VerifyTokens(count={len(self._digests)})"
+
+
+def _parse(spec: str, setting: str = "KEYHOUSE_ADMIN_TOKENS") -> list[str]:
     tokens = [t.strip() for t in spec.split(",") if t.strip()]
     for position, token in enumerate(tokens, 1):
         if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token:
             raise ConfigurationError(
-                f"KEYHOUSE_ADMIN_TOKENS entry {position}: an admin token is at least "
+                f"{setting} entry {position}: a token is at least "
                 f"{MIN_TOKEN_LENGTH} printable characters without spaces"
             )
     if not tokens:
-        raise ConfigurationError("KEYHOUSE_ADMIN_TOKENS is set but holds no token")
+        raise ConfigurationError(f"{setting} is set but holds no token")
     return tokens
 
 
@@ -74,3 +92,20 @@ def load_admin_tokens(spec: str | None, data_dir: Path, *, generate: bool = True
         generate=generate,
     )
     return AdminTokens(_parse(content.replace("\n", ",")))
+
+
+def load_verify_tokens(spec: str | None, admin: AdminTokens) -> VerifyTokens | None:
+    """The verify-only tokens of ``KEYHOUSE_VERIFY_TOKENS``; None when unset.
+
+    One that is also an admin token is refused: it would not be verify-only.
+    """
+    if not spec:
+        return None
+    tokens = _parse(spec, "KEYHOUSE_VERIFY_TOKENS")
+    for position, token in enumerate(tokens, 1):
+        if admin.matches(token):
+            raise ConfigurationError(
+                f"KEYHOUSE_VERIFY_TOKENS entry {position} is also in KEYHOUSE_ADMIN_TOKENS; "
+                "a verify token must differ from every admin token"
+            )
+    return VerifyTokens(tokens)

@@ -17,12 +17,14 @@ from fastapi import FastAPI
 from keyhouse import __version__
 from keyhouse.accounts.endpoints import account_router
 from keyhouse.accounts.endpoints import admin_router as accounts_admin_router
+from keyhouse.audit.endpoints import admin_router as events_admin_router
 from keyhouse.audit.endpoints import router as events_router
 from keyhouse.config import Settings, load_settings
 from keyhouse.environments.endpoints import router as environments_router
 from keyhouse.http.errors import install_error_handlers
 from keyhouse.http.middleware import RequestMiddleware
 from keyhouse.http.pipeline import direct_routes
+from keyhouse.keys.admin_endpoints import router as keys_operator_router
 from keyhouse.keys.endpoints import admin_router as keys_admin_router
 from keyhouse.keys.endpoints import router as keys_router
 from keyhouse.keys.endpoints import verify_router
@@ -74,6 +76,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events_router)
     app.include_router(accounts_admin_router)
     app.include_router(keys_admin_router)
+    app.include_router(keys_operator_router)
+    app.include_router(events_admin_router)
     app.include_router(meta_router)
     app.add_middleware(
         RequestMiddleware,

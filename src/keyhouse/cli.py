@@ -48,6 +48,7 @@ from keyhouse.ids import is_id
 from keyhouse.keys import changes
 from keyhouse.keys.format import KeyFormat
 from keyhouse.keys.presenter import issued_key_object, key_object
+from keyhouse.keys.rotation import DEFAULT_BATCH_SIZE, Batch, Report, reencrypt_all
 from keyhouse.keys.schemas import (
     DEFAULT_ROLL_GRACE_SECONDS,
     MAX_ROLL_GRACE_SECONDS,
@@ -1003,6 +1004,60 @@ def key_rename(
         emit_json(result)
         return
     print(f"Renamed key {result['id']} to {result['name']!r}.")
+
+
+# -- encryption-key rotation ------------------------------------------------------------
+
+
+@key_app.command("reencrypt")
+def key_reencrypt(
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, max=10_000, help="Keys per committed transaction."),
+    ] = DEFAULT_BATCH_SIZE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move every stored key under the newest encryption key (the first of
+    KEYHOUSE_ENCRYPTION_KEYS), so that an older one can be removed.
+
+    Safe while servers run. Resumable: each batch is committed as it goes, and
+    a rerun skips keys moved already. Keys that cannot be read are listed and
+    left as they are, and so are keys other writes kept busy to the end (run
+    again for those); either makes the exit status 1.
+    """
+    settings = _settings()
+    require_keyhouse(settings)
+
+    def progress(batch: Batch) -> None:
+        print(f"keyhouse: {batch.moved} keys moved, up to {batch.last_id}", file=sys.stderr)
+
+    async def work() -> Report:
+        runtime = Runtime.build(settings, generate_secrets=False)
+        try:
+            await _schema_ready(settings, runtime)
+            return await reencrypt_all(
+                runtime, batch_size=batch_size, on_batch=None if as_json else progress
+            )
+        finally:
+            await runtime.close()
+
+    report = run(settings, work)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        print(f"Moved {report.moved} keys under encryption key {report.enc_kid}.")
+        if report.unreadable:
+            # One line per key, never cut: the ids are for copying.
+            print(f"{len(report.unreadable)} keys cannot be read and were left as they are:")
+            for u in report.unreadable:
+                where = f"account {u.account_id}, encryption key {u.enc_kid}"
+                print(f"  {u.key_id} ({where}): {u.reason}")
+        if report.busy:
+            print(f"{len(report.busy)} keys were being written all along; run it again:")
+            for key_id in report.busy:
+                print(f"  {key_id}")
+    if not report.complete:
+        raise typer.Exit(1)
 
 
 # -- events and the admin token -------------------------------------------------------

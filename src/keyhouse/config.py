@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         default=None,
         description="Operator tokens, comma-separated. Unset: one is generated into the data dir.",
     )
+    verify_tokens: SecretStr | None = Field(
+        default=None,
+        description="Tokens that may call POST /verify and nothing else, comma-separated "
+        "(for services that only verify keys). Unset: none.",
+    )
     redis_url: str | None = None
     key_prefix_secret: str = "sk_"  # noqa: S105 (a prefix, not a secret)
     key_prefix_public: str = "pk_"

@@ -4,8 +4,9 @@ FastAPI documents a 422 on every route with parameters; keyhouse answers
 400 ``validation_error`` instead, so the 422 and its schemas are removed.
 
 Authentication is declared per operation: ``accountKey`` (an account's
-secret key) on the account API, ``adminToken`` on the operator API, none on
-the meta routes. It is read off each route's dependencies, so a route cannot
+secret key) on the account API, ``adminToken`` on the operator API,
+``verifyToken`` or ``adminToken`` on ``POST /verify``, none on the meta
+routes. It is read off each route's dependencies, so a route cannot
 authenticate one way and be documented another.
 """
 
@@ -62,6 +63,11 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "scheme": "bearer",
         "description": "An operator's admin token (`keyhouse admin-token` prints it).",
     },
+    "verifyToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A verify-only token (`KEYHOUSE_VERIFY_TOKENS`): `POST /verify` only.",
+    },
 }
 
 
@@ -79,6 +85,8 @@ def _calls(dependant: Dependant) -> set[str]:
 
 def _security(route: APIRoute) -> list[dict[str, list[str]]] | None:
     calls = _calls(route.dependant)
+    if "get_verify_actor" in calls:
+        return [{"verifyToken": []}, {"adminToken": []}]
     if "get_admin_actor" in calls:
         return [{"adminToken": []}]
     if "get_caller" in calls:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from keyhouse.admin_tokens import AdminTokens, load_admin_tokens
+from keyhouse.admin_tokens import AdminTokens, VerifyTokens, load_admin_tokens, load_verify_tokens
 from keyhouse.config import Settings
 from keyhouse.db.engine import Database
 from keyhouse.db.notify import ChangeListener
@@ -70,6 +70,8 @@ class Runtime:
     # None on SQLite: no NOTIFY there, changes reach other processes within the cache TTL.
     change_listener: ChangeListener | None
     failed_auth: FailedAuthLimiter
+    # KEYHOUSE_VERIFY_TOKENS: POST /verify only; None when unset.
+    verify_tokens: VerifyTokens | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -91,6 +93,10 @@ class Runtime:
             keyring=keyring,
             key_format=KeyFormat(settings.key_prefix_secret, settings.key_prefix_public),
             admin_tokens=admin_tokens,
+            verify_tokens=load_verify_tokens(
+                settings.verify_tokens.get_secret_value() if settings.verify_tokens else None,
+                admin_tokens,
+            ),
             cache=cache,
             last_used=LastUsed(),
             limiter=Limiter(db, mode=mode, redis_url=settings.redis_url),

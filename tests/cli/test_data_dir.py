@@ -44,6 +44,7 @@ USERS = [
     ["key", "list", "--account", "acc_01M8N0GS3BFKBTY5M2GKAKC2W9"],
     ["environment", "list", "--account", "acc_01M8N0GS3BFKBTY5M2GKAKC2W9"],
     ["events", "--account", "acc_01M8N0GS3BFKBTY5M2GKAKC2W9"],
+    ["key", "reencrypt"],
     ["admin-token"],
     ["status"],
 ]

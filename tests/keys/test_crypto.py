@@ -66,6 +66,34 @@ class TestKeyring:
         with pytest.raises(ConfigurationError, match="does not decrypt with encryption key 'k1'"):
             ring.decrypt_many([("k1", good.ciphertext, "key_A"), ("k1", good.ciphertext, "key_B")])
 
+    def test_decrypt_each_gives_none_for_what_does_not_decrypt(self) -> None:
+        ring = Keyring([("k1", raw_key())])
+        good = ring.encrypt("sk_1", associated="key_A")
+        foreign = Keyring([("k1", raw_key())]).encrypt("sk_2", associated="key_A")
+        items = [
+            ("k1", good.ciphertext, "key_A"),
+            ("gone", good.ciphertext, "key_A"),  # encryption key not configured
+            ("k1", good.ciphertext, "key_B"),  # copied onto another row
+            ("k1", foreign.ciphertext, "key_A"),  # another k1: the tag fails
+            ("k1", b"", "key_A"),  # too short to hold a nonce
+            ("k1", good.ciphertext, "key_A"),
+        ]
+        assert ring.decrypt_each(items) == ["sk_1", None, None, None, None, "sk_1"]
+        assert ring.decrypt_each([]) == []
+
+    def test_decrypt_each_refuses_a_plaintext_that_is_not_text(self) -> None:
+        ring = Keyring([("k1", raw_key())])
+        nonce = os.urandom(12)
+        aead = ring._keys["k1"]
+        sealed = nonce + aead.encrypt(nonce, b"\xff\xfe", b"key_A")
+        assert ring.decrypt_each([("k1", sealed, "key_A")]) == [None]
+
+    def test_knows(self) -> None:
+        ring = Keyring([("k2", raw_key()), ("k1", raw_key())])
+        assert ring.knows("k1")
+        assert ring.knows("k2")
+        assert not ring.knows("k3")
+
     def test_repr_shows_no_material(self) -> None:
         material = raw_key()
         assert base64.b64encode(material).decode() not in repr(Keyring([("k1", material)]))

@@ -1,4 +1,4 @@
-"""``GET /events``: the account's audit log."""
+"""``GET /events``: the account's audit log; ``GET /admin/events``: every account's."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from keyhouse.audit.schemas import ListEventsResponse
+from keyhouse.audit.schemas import ListAdminEventsResponse, ListEventsResponse
 from keyhouse.audit.service import AuditService, event_object
-from keyhouse.http.pipeline import MeteredCallerDep, SessionDep
+from keyhouse.http.pipeline import AdminActorDep, MeteredCallerDep, SessionDep
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 
-__all__ = ["router"]
+__all__ = ["admin_router", "router"]
 
 router = APIRouter(prefix="/events", tags=["events"])
+admin_router = APIRouter(prefix="/admin/events", tags=["operator"])
 EVENT_ID_PATTERN = r"^evt_[0-9A-HJKMNP-TV-Z]{26}$"
+ACCOUNT_ID_PATTERN = r"^acc_[0-9A-HJKMNP-TV-Z]{26}$"
 
 
 @router.get(
@@ -43,3 +45,30 @@ async def list_events(
         scope_environment_id=caller.environment_id,
     )
     return JSONResponse({"events": [event_object(r) for r in rows], "hasMore": has_more})
+
+
+@admin_router.get(
+    "",
+    response_model=ListAdminEventsResponse,
+    summary="List every account's audit events",
+    responses=error_responses(400, 401, 403, 429),
+)
+async def admin_list_events(
+    actor: AdminActorDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Events per page (1-100).")] = 20,
+    startingAfter: Annotated[
+        str | None,
+        Query(pattern=EVENT_ID_PATTERN, description="An event id: the page starts after it."),
+    ] = None,
+    accountId: Annotated[
+        str | None, Query(pattern=ACCOUNT_ID_PATTERN, description="Only this account's events.")
+    ] = None,
+) -> JSONResponse:
+    """The audit log of every account (or of `accountId`), newest first, paged
+    as `GET /events` is; each event names its `accountId`. Needs an admin token."""
+    rows, has_more = await AuditService(session).list(
+        accountId, limit=limit, starting_after=startingAfter
+    )
+    events = [event_object(r, with_account=True) for r in rows]
+    return JSONResponse({"events": events, "hasMore": has_more})

@@ -21,13 +21,16 @@ class EventRepository:
 
     async def list(
         self,
-        account_id: str,
+        account_id: str | None,
         *,
         limit: int,
         starting_after: str | None = None,
         environment_id: str | None = None,
     ) -> Sequence[Event]:
-        stmt = select(Event).where(Event.account_id == account_id)
+        """Newest first; ``account_id`` None: every account's (the operator's log)."""
+        stmt = select(Event)
+        if account_id is not None:
+            stmt = stmt.where(Event.account_id == account_id)
         if environment_id is not None:
             stmt = stmt.where(Event.environment_id == environment_id)
         if starting_after is not None:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keyhouse.schemas import omittable
 
-__all__ = ["Event", "EventActor", "ListEventsResponse"]
+__all__ = ["AdminEvent", "Event", "EventActor", "ListAdminEventsResponse", "ListEventsResponse"]
 
 EventType = Literal[
     "key.created",
@@ -59,4 +59,21 @@ class ListEventsResponse(BaseModel):
     model_config = ConfigDict(title="ListEventsResponse")
 
     events: list[Event]
+    hasMore: bool = Field(description="More events follow; pass the last id as startingAfter.")
+
+
+class AdminEvent(Event):
+    """An event of the operator's log: any account's, so it names the account."""
+
+    model_config = ConfigDict(title="AdminEvent")
+
+    accountId: str = Field(description="The account the event belongs to")
+
+
+class ListAdminEventsResponse(BaseModel):
+    """A page of every account's audit log, newest first."""
+
+    model_config = ConfigDict(title="ListAdminEventsResponse")
+
+    events: list[AdminEvent]
     hasMore: bool = Field(description="More events follow; pass the last id as startingAfter.")

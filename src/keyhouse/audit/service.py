@@ -66,13 +66,16 @@ class AuditService:
 
     async def list(
         self,
-        account_id: str,
+        account_id: str | None,
         *,
         limit: int = 20,
         starting_after: str | None = None,
         scope_environment_id: str | None = None,
     ) -> tuple[list[Event], bool]:
-        """A page of at most ``MAX_PAGE`` events, newest first, and whether more follow."""
+        """A page of at most ``MAX_PAGE`` events, newest first, and whether more follow.
+
+        ``account_id`` None: the events of every account (``GET /admin/events``).
+        """
         limit = min(limit, MAX_PAGE)
         rows = list(
             await self.repo.list(
@@ -85,12 +88,18 @@ class AuditService:
         return rows[:limit], len(rows) > limit
 
 
-def event_object(row: Event) -> dict[str, Any]:
-    """The event as the API shows it; absent members are left out."""
+def event_object(row: Event, *, with_account: bool = False) -> dict[str, Any]:
+    """The event as the API shows it; absent members are left out.
+
+    ``with_account``: with ``accountId``, for the operator's log of every
+    account (an account's own log needs none).
+    """
     actor: dict[str, Any] = {"type": row.actor_type}
     if row.actor_id is not None:
         actor["id"] = row.actor_id
     obj: dict[str, Any] = {"id": row.id, "type": row.type}
+    if with_account:
+        obj["accountId"] = row.account_id
     if row.key_id is not None:
         obj["keyId"] = row.key_id
     if row.environment_id is not None:

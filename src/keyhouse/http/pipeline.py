@@ -5,8 +5,10 @@
 * credential: ``bearer_token``, from the request's one ``Authorization``
   header (``RequestMiddleware`` refuses a second one, for every route);
 * authenticate: ``get_caller`` (an account's key, through
-  ``keys.verify.Verifier``) or ``get_admin_actor`` (the operator's token);
-  failed attempts are counted per address (``failed_authentication``);
+  ``keys.verify.Verifier``), ``get_admin_actor`` (the operator's token) or
+  ``get_verify_actor`` (``POST /verify``: an admin or a verify-only token);
+  a verify-only token anywhere else is 403 (``verify_only``); failed
+  attempts are counted per address (``failed_authentication``);
 * ``get_secret_caller``: the management API takes secret keys only;
 * meter: ``get_metered_caller`` counts the call against the plan
   (``limits.service.meter``; 402/429, a refused call consumes nothing);
@@ -35,7 +37,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.dependencies.models import Dependant
@@ -68,6 +70,7 @@ __all__ = [
     "RuntimeDep",
     "SecretCallerDep",
     "SessionDep",
+    "VerifyActorDep",
     "direct",
     "direct_routes",
     "get_admin_actor",
@@ -77,6 +80,7 @@ __all__ = [
     "get_metered_caller",
     "get_runtime",
     "get_secret_caller",
+    "get_verify_actor",
     "read_body",
     "read_query",
     "request_session",
@@ -193,6 +197,9 @@ async def get_caller(request: Request, runtime: RuntimeDep) -> Caller:
     try:
         caller = await Verifier(runtime).authenticate(token, actor=request_actor(request, "key"))
     except errors.Unauthorized as exc:
+        # Looked at only once the key failed: nothing on the hot path.
+        if _is_verify_token(runtime, token):
+            raise verify_only() from None
         raise failed_authentication(request, runtime, exc) from None
     request.state.caller = caller
     return caller
@@ -239,11 +246,31 @@ async def get_key_actor(request: Request, caller: MeteredCallerDep) -> Actor:
 KeyActorDep = Annotated[Actor, Depends(get_key_actor)]
 
 
+def _is_verify_token(runtime: Runtime, token: str) -> bool:
+    return runtime.verify_tokens is not None and runtime.verify_tokens.matches(token)
+
+
+def verify_only() -> errors.Forbidden:
+    """The 403 for a verify-only token (``KEYHOUSE_VERIFY_TOKENS``) anywhere but ``/verify``."""
+    return errors.Forbidden(
+        "A verify token can only call POST /verify.",
+        fix="Use an admin token for the operator API, or an account's secret key for "
+        "the account API.",
+    )
+
+
 async def get_admin_actor(request: Request, runtime: RuntimeDep) -> Actor:
-    """The operator API: an admin token, never an account's key."""
+    """The operator API: an admin token, never an account's key or a verify token."""
     token = bearer_token(request)
     if runtime.admin_tokens.matches(token):
         return request_actor(request, "admin")
+    if _is_verify_token(runtime, token):
+        raise verify_only()
+    _refuse_operator_token(request, runtime, token)
+
+
+def _refuse_operator_token(request: Request, runtime: Runtime, token: str) -> NoReturn:
+    """403 for an account's key, else 401 (counted as a failed authentication)."""
     if runtime.key_format.parse(token).kind is Kind.NATIVE:
         raise errors.Forbidden(
             "An account's API key cannot call the operator API.",
@@ -260,6 +287,21 @@ async def get_admin_actor(request: Request, runtime: RuntimeDep) -> Actor:
 
 
 AdminActorDep = Annotated[Actor, Depends(get_admin_actor)]
+
+
+async def get_verify_actor(request: Request, runtime: RuntimeDep) -> Actor:
+    """``POST /verify``: an admin token or a verify-only token.
+
+    The actor's address and user agent go into a ``key.expired`` event the
+    verification may record; the event's actor is the key itself.
+    """
+    token = bearer_token(request)
+    if runtime.admin_tokens.matches(token) or _is_verify_token(runtime, token):
+        return request_actor(request, "admin")
+    _refuse_operator_token(request, runtime, token)
+
+
+VerifyActorDep = Annotated[Actor, Depends(get_verify_actor)]
 
 
 # -- idempotency of writes ----------------------------------------------------------------

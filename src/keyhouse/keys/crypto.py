@@ -103,6 +103,39 @@ class Keyring:
             ) from None
         return out
 
+    def knows(self, kid: str) -> bool:
+        """Whether the encryption key ``kid`` is configured."""
+        return kid in self._keys
+
+    def decrypt_each(self, items: Iterable[tuple[str, bytes, str]]) -> list[str | None]:
+        """``decrypt_many``, with None for each item that does not decrypt.
+
+        A key stored under an encryption key that is no longer configured, or
+        whose ciphertext is damaged, must not make a whole listing fail: the
+        listing shows it masked instead (``keys.presenter``). Issue 13: one
+        such key made ``GET /keys`` of its account a 500, and its revocation
+        too, so it could not be revoked.
+        """
+        keys = self._keys
+        out: list[str | None] = []
+        for kid, ciphertext, associated in items:
+            aead = keys.get(kid)
+            if aead is None:
+                out.append(None)
+                continue
+            try:
+                plain = aead.decrypt(
+                    ciphertext[:_NONCE_LEN], ciphertext[_NONCE_LEN:], associated.encode("utf-8")
+                )
+            except (InvalidTag, ValueError):  # ValueError: a nonce too short to be one
+                out.append(None)
+                continue
+            try:
+                out.append(plain.decode("utf-8"))
+            except UnicodeDecodeError:  # authentic, yet not ours: never shown
+                out.append(None)
+        return out
+
 
 def parse_keys(spec: str) -> list[tuple[str, bytes]]:
     """``kid:base64-32-bytes,...`` into pairs; errors never echo key material."""

@@ -16,12 +16,13 @@ from keyhouse.http.pipeline import (
     MeteredCallerDep,
     RuntimeDep,
     SessionDep,
+    VerifyActorDep,
     direct,
-    get_admin_actor,
     get_caller,
     get_metered_caller,
     get_runtime,
     get_secret_caller,
+    get_verify_actor,
     read_body,
     read_query,
     request_session,
@@ -270,7 +271,7 @@ async def import_key(
 async def _verify(request: Request) -> Response:
     """``verify_endpoint``'s parameters, from the pipeline's steps."""
     runtime = await get_runtime(request)
-    actor = await get_admin_actor(request, runtime)
+    actor = await get_verify_actor(request, runtime)
     body = await read_body(request, VerifyRequest)
     return await verify_endpoint(body, actor, runtime)
 
@@ -283,12 +284,13 @@ async def _verify(request: Request) -> Response:
 )
 @direct(_verify)
 async def verify_endpoint(
-    body: VerifyRequest, actor: AdminActorDep, runtime: RuntimeDep
+    body: VerifyRequest, actor: VerifyActorDep, runtime: RuntimeDep
 ) -> JSONResponse:
     """Answers whether a key your user sent may pass, and whose it is. Always
     200 for a well-formed request: the verdict is in `valid` and `code`. A
     valid verification counts as a use of the key (`lastUsedAt`) and against
     the account's plan: over its monthly requests the code is
     `usage_exceeded`, over the key's rate limit `rate_limited` (a refused
-    verification is not counted). Needs an admin token."""
+    verification is not counted). Needs an admin token or a verify token
+    (`KEYHOUSE_VERIFY_TOKENS`: this route only)."""
     return JSONResponse(await verify_key(runtime, body.key, actor))

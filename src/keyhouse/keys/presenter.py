@@ -9,6 +9,14 @@ One rule decides whether ``key`` carries the full key string:
   keys are masked (``sk_…Ab12``) and public keys, which only verify, stay
   full.
 
+A key whose ciphertext cannot be decrypted (its encryption key is no
+longer in ``KEYHOUSE_ENCRYPTION_KEYS``, or the ciphertext is damaged) is
+shown masked, from its stored hint, with ``"recoverable": false``, and a
+warning names its id and encryption key id. The member is there only then,
+so every other key object stays exactly the seed's. Nothing else about a key
+needs its plaintext: revoking, rolling, renaming and verifying (by hash) work
+the same for it.
+
 Endpoints and the CLI call ``issued_key_object`` or ``key_object``/
 ``key_objects``; none of them passes the reveal flag itself.
 """
@@ -19,10 +27,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from keyhouse.keys.repository import KeyView
+from keyhouse.logs import get_logger
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_stored_ts, format_ts
 
 __all__ = ["issued_key_object", "key_object", "key_objects", "reveals_existing_keys"]
+
+log = get_logger("keyhouse.keys")
+
+# Warnings of one listing about keys that cannot be decrypted: one line per key
+# up to this many, then one line with the count. A listing of 10,000 keys under
+# a lost encryption key would otherwise write 10,000 lines per request.
+MAX_UNRECOVERABLE_WARNINGS = 20
 
 
 def reveals_existing_keys(runtime: Runtime) -> bool:
@@ -73,17 +89,19 @@ def key_objects(
 
     The per-key work of a listing (10,000 keys: most of a request), as
     one loop with local names. The key strings are decrypted first, in
-    one call (``Keyring.decrypt_many``).
+    one call (``Keyring.decrypt_each``); one that does not decrypt is shown
+    masked with ``"recoverable": false``.
     """
     if reveal is None:
         reveal = reveals_existing_keys(runtime)
     # Unpacked by position in _VIEW_COLUMNS' order: reading a Row by
     # attribute name cost ~0.3 us a member, most of the per-key time.
     plain = iter(
-        runtime.keyring.decrypt_many(
+        runtime.keyring.decrypt_each(
             (row[5], row[4], row[0]) for row in rows if reveal or row[2] == "public"
         )
     )
+    unrecoverable: list[tuple[str, str]] = []
     pending_of = runtime.last_used.pending_lookup()
     stamp = format_stored_ts
     out = []
@@ -93,16 +111,17 @@ def key_objects(
         key_type,
         name,
         _ciphertext,
-        _enc_kid,
+        enc_kid,
         key_hint,
         revoked,
         created_at,
         stored_last_used,
         expires_at,
     ) in rows:
+        shown = next(plain) if reveal or key_type == "public" else key_hint
         obj: dict[str, Any] = {
             "id": key_id,
-            "key": next(plain) if reveal or key_type == "public" else key_hint,
+            "key": key_hint if shown is None else shown,
             "keyType": key_type,
         }
         if environment_id is not None:
@@ -121,5 +140,35 @@ def key_objects(
             obj["lastUsedAt"] = last_used
         if expires_at is not None:
             obj["expiresAt"] = stamp(expires_at)
+        if shown is None:
+            obj["recoverable"] = False
+            unrecoverable.append((key_id, enc_kid))
         out.append(obj)
+    if unrecoverable:
+        _warn_unrecoverable(runtime, account_id, unrecoverable)
     return out
+
+
+def _warn_unrecoverable(runtime: Runtime, account_id: str, keys: list[tuple[str, str]]) -> None:
+    """A warning per key shown masked because it does not decrypt (ids only, never a key)."""
+    for key_id, enc_kid in keys[:MAX_UNRECOVERABLE_WARNINGS]:
+        log.warning(
+            "key_not_recoverable",
+            key_id=key_id,
+            account_id=account_id,
+            enc_kid=enc_kid,
+            reason=(
+                "ciphertext_does_not_decrypt"
+                if runtime.keyring.knows(enc_kid)
+                else "encryption_key_not_configured"
+            ),
+            fix="keyhouse key reencrypt lists such keys; restore the encryption key "
+            "in KEYHOUSE_ENCRYPTION_KEYS to show them again",
+        )
+    if len(keys) > MAX_UNRECOVERABLE_WARNINGS:
+        log.warning(
+            "keys_not_recoverable",
+            account_id=account_id,
+            count=len(keys),
+            not_listed=len(keys) - MAX_UNRECOVERABLE_WARNINGS,
+        )

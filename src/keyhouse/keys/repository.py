@@ -186,6 +186,73 @@ class KeyRepository:
         result = await connection.execute(stmt, params)
         return cast(Sequence[Sequence[Any]], result.all())
 
+    async def ids_not_under_encryption_key(
+        self,
+        kid: str,
+        *,
+        after: str | None = None,
+        among: Sequence[str] | None = None,
+        limit: int,
+    ) -> Sequence[str]:
+        """Up to ``limit`` ids of keys not encrypted under ``kid``, in order, after
+        ``after`` (and among ``among``, if given). No lock.
+
+        Paged by id, so a key left where it is (it cannot be read) is passed
+        over, not read again by the next page.
+        """
+        stmt = select(_table.c.id).where(_table.c.enc_kid != kid)
+        if after is not None:
+            stmt = stmt.where(_table.c.id > after)
+        if among is not None:
+            stmt = stmt.where(_table.c.id.in_(among))
+        stmt = stmt.order_by(_table.c.id).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def lock_not_under_encryption_key(
+        self, kid: str, ids: Sequence[str]
+    ) -> Sequence[Sequence[Any]]:
+        """Those of ``ids`` still not under ``kid``, locked, skipping rows another
+        transaction holds: (id, account_id, enc_kid, key_ciphertext, key_hash).
+
+        ``FOR NO KEY UPDATE SKIP LOCKED`` (PostgreSQL; SQLite's write
+        transaction is the whole database's lock already): every lock is taken
+        here, by one statement that never waits, so a transaction that then
+        holds many key rows never waits for another's. Updating them in id
+        order instead deadlocked with revokes and renames running at the same
+        time (tests/keys/test_rotation.py, "deadlock detected"). The weaker
+        NO KEY lock is what an UPDATE of non-key columns takes, so audit
+        events inserted for these keys (a foreign key check) do not wait on it.
+        """
+        stmt = (
+            select(
+                _table.c.id,
+                _table.c.account_id,
+                _table.c.enc_kid,
+                _table.c.key_ciphertext,
+                _table.c.key_hash,
+            )
+            .where(_table.c.id.in_(ids), _table.c.enc_kid != kid)
+            .order_by(_table.c.id)
+            .with_for_update(skip_locked=True, key_share=True)
+        )
+        return cast(Sequence[Sequence[Any]], (await self.session.execute(stmt)).all())
+
+    async def set_ciphertext(
+        self, key_id: str, *, from_kid: str, kid: str, ciphertext: bytes
+    ) -> bool:
+        """Store a key's new ciphertext under ``kid``; False if it was not under ``from_kid``.
+
+        Only these two columns change: a revoke or a rename of the same key
+        at the same time loses nothing.
+        """
+        stmt = (
+            _table.update()
+            .where(_table.c.id == key_id, _table.c.enc_kid == from_kid)
+            .values(key_ciphertext=ciphertext, enc_kid=kid)
+        )
+        result = await self.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0) == 1)
+
     async def count_active(self, account_id: str, *, at: datetime) -> int:
         """Keys in force at ``at``: not revoked and not expired (what maxKeys limits)."""
         stmt = select(func.count()).where(

@@ -70,6 +70,12 @@ class ApiKey(BaseModel):
     expiresAt: str | None = omittable(
         "ISO 8601 timestamp when the key expires (omitted when it never does)"
     )
+    recoverable: Literal[False] | None = omittable(
+        "Present, and false, only when keyhouse cannot decrypt the stored key (its "
+        "encryption key is no longer in KEYHOUSE_ENCRYPTION_KEYS, or the ciphertext is "
+        "damaged): `key` is then masked (`sk_…Ab12`). The key still verifies, and can be "
+        "revoked, rolled and renamed."
+    )
 
 
 class ListKeysResponse(BaseModel):

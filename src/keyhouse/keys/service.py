@@ -296,7 +296,10 @@ class KeyService:
             # The id is not echoed: a key pasted as an id would come back in the body.
             raise errors.NotFound(
                 "The key was not found.",
-                fix="List your keys with GET /keys and use one of their ids.",
+                fix="List your keys with GET /keys and use one of their ids."
+                if account_id is not None
+                else "Check the key id (key_...); GET /admin/accounts/{id}/keys lists "
+                "an account's keys.",
             )
         return row
 
