@@ -17,8 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from sqlalchemy import func, select, update
 
+from keyhouse.app import create_app
+from keyhouse.http.pipeline import DirectRoute, get_admin_idempotency, get_key_idempotency
 from keyhouse.idempotency.purge import purge_expired
 from keyhouse.models import Account, ApiKey, Environment, Event, IdempotencyRecord
 from keyhouse.runtime import Runtime
@@ -79,7 +82,36 @@ async def account(runtime: Runtime, acc: AccountWithKey) -> Write:
     return Write("POST", "/admin/accounts", admin(runtime), body, "/admin/accounts", {"name": "X"})
 
 
-WRITES = [create, roll, revoke, import_, environment, account]
+async def admin_create(runtime: Runtime, acc: AccountWithKey) -> Write:
+    path = f"/admin/accounts/{acc.account_id}/keys"
+    body = {"name": "k", "keyType": "public"}
+    return Write("POST", path, admin(runtime), body, path, {**body, "name": "other"})
+
+
+async def admin_roll(runtime: Runtime, acc: AccountWithKey) -> Write:
+    key_id = (await create_key(runtime, acc.account_id)).row.id
+    path = f"/admin/keys/{key_id}/roll"
+    body = {"expiresInSeconds": 0}
+    return Write("POST", path, admin(runtime), body, path, {"expiresInSeconds": 1})
+
+
+async def admin_revoke(runtime: Runtime, acc: AccountWithKey) -> Write:
+    key_id = (await create_key(runtime, acc.account_id)).row.id
+    path = f"/admin/keys/{key_id}/revoke"
+    return Write("POST", path, admin(runtime), None, f"{path}?force=true", None)
+
+
+WRITES = [
+    create,
+    roll,
+    revoke,
+    import_,
+    environment,
+    account,
+    admin_create,
+    admin_roll,
+    admin_revoke,
+]
 
 
 async def send(
@@ -306,6 +338,18 @@ class TestTheHeader:
         )
         expect_error(response, 400, "validation_error")
 
+    async def test_every_route_with_the_step_stores_its_answer(self, runtime: Runtime) -> None:
+        # The step claims the key; only a DirectRoute stores the answer under
+        # the claim. A plain APIRoute with the step would claim and never
+        # answer: every retry would wait, then get 409.
+        app = create_app(runtime.settings)
+        for route in app.routes:
+            if isinstance(route, APIRoute) and any(
+                d.call in (get_key_idempotency, get_admin_idempotency)
+                for d in route.dependant.dependencies
+            ):
+                assert isinstance(route, DirectRoute), route.path
+
     async def test_every_write_documents_it_and_no_read_does(
         self, client: httpx.AsyncClient
     ) -> None:
@@ -326,4 +370,7 @@ class TestTheHeader:
             ("POST", "/environments"),
             ("POST", "/admin/accounts"),
             ("POST", "/admin/accounts/{account_id}/keys/import"),
+            ("POST", "/admin/accounts/{account_id}/keys"),
+            ("POST", "/admin/keys/{key_id}/revoke"),
+            ("POST", "/admin/keys/{key_id}/roll"),
         }

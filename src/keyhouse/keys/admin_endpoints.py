@@ -14,7 +14,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from keyhouse.accounts.service import AccountService
-from keyhouse.http.pipeline import AdminActorDep, RuntimeDep, SessionDep
+from keyhouse.http.pipeline import (
+    AdminActorDep,
+    AdminIdempotency,
+    DirectRoute,
+    RuntimeDep,
+    SessionDep,
+)
 from keyhouse.keys.presenter import issued_key_object, key_object
 from keyhouse.keys.schemas import (
     ApiKey,
@@ -30,7 +36,7 @@ from keyhouse.responses import JSONResponse
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin", tags=["operator"])
+router = APIRouter(prefix="/admin", tags=["operator"], route_class=DirectRoute)
 
 
 @router.get(
@@ -64,6 +70,7 @@ async def admin_list_keys(
     response_model=ApiKey,
     status_code=201,
     summary="Create a key for an account",
+    dependencies=[AdminIdempotency],
     responses=error_responses(400, 401, 402, 403, 404, 413, 415, 429),
 )
 async def admin_create_key(
@@ -125,6 +132,7 @@ async def admin_rename_key(
     "/keys/{key_id}/revoke",
     response_model=ApiKey,
     summary="Revoke any key",
+    dependencies=[AdminIdempotency],
     responses=error_responses(400, 401, 403, 404, 409, 429),
 )
 async def admin_revoke_key(
@@ -148,6 +156,7 @@ async def admin_revoke_key(
     response_model=ApiKey,
     status_code=201,
     summary="Roll any key",
+    dependencies=[AdminIdempotency],
     responses=error_responses(400, 401, 402, 403, 404, 409, 413, 415, 429),
 )
 async def admin_roll_key(
