@@ -62,7 +62,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from keyhouse.limits.plan import Period, Plan, current_period
 from keyhouse.limits.redis_counters import RedisCounters, RedisUnavailable
@@ -105,9 +105,12 @@ class RateState:
     retry_after: int | None = None  # seconds until one token, when refused
 
 
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """Where an admitted request was counted: what ``refund`` gives back."""
+class Ticket(NamedTuple):
+    """Where an admitted request was counted: what ``refund`` gives back.
+
+    A NamedTuple: made on every admitted request, ~3x cheaper than a frozen
+    dataclass (0.3 us against 0.9 us, timeit).
+    """
 
     row: Row
     key_id: str
@@ -116,8 +119,9 @@ class Ticket:
     gen: str = ""  # the Redis counter it was counted in
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
+    """The answer for one request. A NamedTuple, as ``Ticket``: made on every one."""
+
     allowed: bool
     refusal: Literal["usage", "rate"] | None
     used: int  # requests counted this period
@@ -163,6 +167,8 @@ class Limiter:
         self.instance = f"{os.getpid()}-{secrets.token_hex(8)}"
         # Served here, not saved yet: row -> {counter generation: count}.
         self._pending: dict[Row, dict[str, int]] = {}
+        # Per row, the total of _pending and of the batch being saved.
+        self._unsaved: dict[Row, int] = {}
         self._batch: _Batch | None = None
         self._batch_numbers = itertools.count(1)
         self._flush_lock = asyncio.Lock()
@@ -208,21 +214,27 @@ class Limiter:
         if row not in self._base:
             await self._load_base(row)
         # No await from here on: check and take are one step for this process.
-        used = self._base[row] + self._unsaved(row)
+        unsaved = self._unsaved.get(row, 0)
+        used = self._base[row] + unsaved
         limit = plan.monthly_requests
         if limit is not None and used >= limit:
             return Admission(False, "usage", used, period, self._peek(key_id, plan))
         rate = self._take_token(key_id, plan)
         if rate is not None and rate.retry_after is not None:
             return Admission(False, "rate", used, period, rate)
-        self._count(row, "", 1)
+        tags = self._pending.get(row)
+        if tags is None:
+            self._pending[row] = {"": 1}
+        else:
+            tags[""] = tags.get("", 0) + 1
+        self._unsaved[row] = unsaved + 1
         return Admission(True, None, used + 1, period, rate, Ticket(row, key_id, plan, "memory"))
 
     async def _admit_database(self, row: Row, key_id: str, plan: Plan, period: Period) -> Admission:
         assert plan.monthly_requests is not None
         rate = self._peek(key_id, plan)
         if rate is not None and rate.retry_after is not None:
-            used = await self._db_get(row) + self._unsaved(row)
+            used = await self._db_get(row) + self._unsaved.get(row, 0)
             return Admission(False, "rate", used, period, rate)
         # One take of a row at a time in this process: a burst then queues
         # here, not on the row's lock in the database, where a take waiting
@@ -375,14 +387,7 @@ class Limiter:
         if tags is None:
             tags = self._pending[row] = {}
         tags[gen] = tags.get(gen, 0) + n
-
-    def _unsaved(self, row: Row) -> int:
-        """What this process counted for the row and has not saved yet."""
-        tags = self._pending.get(row)
-        total = sum(tags.values()) if tags else 0
-        if self._batch is not None and (saving := self._batch.rows.get(row)):
-            total += sum(saving.values())
-        return total
+        self._unsaved[row] = self._unsaved.get(row, 0) + n
 
     async def _load_base(self, row: Row) -> None:
         # Under the flush lock: no batch is half-saved while the row is read.
@@ -410,9 +415,9 @@ class Limiter:
         if self.mode == "memory":
             if row not in self._base:
                 await self._load_base(row)
-            return self._base[row] + self._unsaved(row), period
+            return self._base[row] + self._unsaved.get(row, 0), period
         # Other processes count too: the database, plus what is ours and not there yet.
-        return await self._db_get(row) + self._unsaved(row), period
+        return await self._db_get(row) + self._unsaved.get(row, 0), period
 
     # -- persistence ---------------------------------------------------------------
 
@@ -462,8 +467,14 @@ class Limiter:
     def _saved(self, batch: _Batch, counted: dict[Row, Counted] | None) -> None:
         at = self._clock()
         for row, tags in batch.rows.items():
+            total = sum(tags.values())
+            left = self._unsaved.get(row, 0) - total
+            if left:
+                self._unsaved[row] = left
+            else:
+                self._unsaved.pop(row, None)
             if row in self._base:
-                self._base[row] += sum(tags.values())
+                self._base[row] += total
             if self._redis is None:
                 continue
             version = _UNKNOWN_VERSION if counted is None else counted[row].version
