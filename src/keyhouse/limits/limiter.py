@@ -178,7 +178,9 @@ class Limiter:
         self._db_rows: set[Row] = set()
         self._take_locks: dict[Row, asyncio.Lock] = {}
         self._gens: dict[Row, str] = {}  # the Redis counter each row was last counted in
-        self._unshared: list[_Saved] = []
+        # Saved counts their Redis counter may lack, one entry per row and
+        # generation (so a long outage keeps one per row, not one per flush).
+        self._unshared: dict[tuple[Row, str], _Saved] = {}
         # Rows' fallback counts (and when seen) their Redis counters may lack.
         self._fallbacks: dict[Row, tuple[int, float]] = {}
         self._switch: asyncio.Future[None] | None = None
@@ -480,11 +482,30 @@ class Limiter:
             version = _UNKNOWN_VERSION if counted is None else counted[row].version
             for gen, amount in tags.items():
                 if amount:
-                    self._unshared.append(_Saved(row, version, gen, amount, at))
+                    self._unshare(_Saved(row, version, gen, amount, at))
             if counted is not None and counted[row].fallback:
                 # Others may have admitted some in the database (Redis out of
                 # their reach): this process's counter gets them now.
                 self._note_fallback(row, counted[row].fallback)
+
+    def _unshare(self, entry: _Saved) -> None:
+        """Keep ``entry`` for ``_share``, merged with one of its row and generation.
+
+        The merged entry takes the later version: if a counter was made from
+        the row between the two saves, both are added (the first twice):
+        the safe side, and only after Redis lost a counter during an outage.
+        """
+        key = (entry.row, entry.gen)
+        known = self._unshared.get(key)
+        if known is not None:
+            entry = _Saved(
+                entry.row,
+                max(known.version, entry.version),
+                entry.gen,
+                known.amount + entry.amount,
+                max(known.at, entry.at),
+            )
+        self._unshared[key] = entry
 
     def _note_fallback(self, row: Row, fallback: int) -> None:
         known = self._fallbacks.get(row)
@@ -512,13 +533,15 @@ class Limiter:
                     continue  # more came meanwhile: synced next time
                 if row not in missing or now - current[1] >= _SEED_GRACE:
                     del self._fallbacks[row]
-        entries, self._unshared = self._unshared, []
+        entries = list(self._unshared.values())
+        self._unshared = {}
         if not entries:
             return
         try:
             states = await redis.states(sorted({entry.row for entry in entries}))
         except RedisUnavailable:
-            self._unshared[:0] = entries
+            for entry in entries:
+                self._unshare(entry)
             raise
         now = self._clock()
         kept: list[_Saved] = []
@@ -540,7 +563,8 @@ class Limiter:
                 todo.pop(0)
         finally:
             kept.extend(entry for _, lacked in todo for entry in lacked)
-            self._unshared[:0] = kept
+            for entry in kept:
+                self._unshare(entry)
 
     async def _flush_quietly(self) -> None:
         try:
