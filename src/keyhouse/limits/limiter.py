@@ -92,6 +92,7 @@ _SEED_GRACE = 10.0  # seconds
 # unknown, so taken as newer than any counter (added again: the safe side).
 _UNKNOWN_VERSION = 2**62
 _FLUSH_MARKS_KEPT = timedelta(days=7)
+_UNSHARED_KEPT = 16
 _MAX_BUCKETS = 100_000
 
 
@@ -178,9 +179,9 @@ class Limiter:
         self._db_rows: set[Row] = set()
         self._take_locks: dict[Row, asyncio.Lock] = {}
         self._gens: dict[Row, str] = {}  # the Redis counter each row was last counted in
-        # Saved counts their Redis counter may lack, one entry per row and
-        # generation (so a long outage keeps one per row, not one per flush).
-        self._unshared: dict[tuple[Row, str], _Saved] = {}
+        # Saved counts their Redis counter may lack, per row and generation:
+        # at most _UNSHARED_KEPT entries each (a long outage would keep one a flush).
+        self._unshared: dict[tuple[Row, str], list[_Saved]] = {}
         # Rows' fallback counts (and when seen) their Redis counters may lack.
         self._fallbacks: dict[Row, tuple[int, float]] = {}
         self._switch: asyncio.Future[None] | None = None
@@ -489,23 +490,27 @@ class Limiter:
                 self._note_fallback(row, counted[row].fallback)
 
     def _unshare(self, entry: _Saved) -> None:
-        """Keep ``entry`` for ``_share``, merged with one of its row and generation.
+        """Keep ``entry`` for ``_share``; past _UNSHARED_KEPT, the two newest merge.
 
-        The merged entry takes the later version: if a counter was made from
-        the row between the two saves, both are added (the first twice):
-        the safe side, and only after Redis lost a counter during an outage.
+        A merged entry takes the later version: if a counter was made from
+        the row between the two saves, both are added (the first twice), the
+        safe side. Entries pile up only while Redis is out of reach (each
+        share settles them), so only an outage of more than _UNSHARED_KEPT
+        flushes followed by lost data can count anything twice.
         """
-        key = (entry.row, entry.gen)
-        known = self._unshared.get(key)
-        if known is not None:
-            entry = _Saved(
-                entry.row,
-                max(known.version, entry.version),
-                entry.gen,
-                known.amount + entry.amount,
-                max(known.at, entry.at),
+        kept = self._unshared.setdefault((entry.row, entry.gen), [])
+        kept.append(entry)
+        if len(kept) > _UNSHARED_KEPT:
+            newer, older = kept.pop(), kept.pop()
+            kept.append(
+                _Saved(
+                    entry.row,
+                    max(older.version, newer.version),
+                    entry.gen,
+                    older.amount + newer.amount,
+                    newer.at,
+                )
             )
-        self._unshared[key] = entry
 
     def _note_fallback(self, row: Row, fallback: int) -> None:
         known = self._fallbacks.get(row)
@@ -533,7 +538,7 @@ class Limiter:
                     continue  # more came meanwhile: synced next time
                 if row not in missing or now - current[1] >= _SEED_GRACE:
                     del self._fallbacks[row]
-        entries = list(self._unshared.values())
+        entries = [entry for kept in self._unshared.values() for entry in kept]
         self._unshared = {}
         if not entries:
             return

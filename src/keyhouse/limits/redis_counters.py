@@ -44,16 +44,12 @@ MEMO_TTL_MS = 10_000
 EPOCH_TTL = 86_400  # seconds; refreshed by every probe
 
 # KEYS: bucket (per key), counter (per account and month), memo (per operation).
-# ARGV: rate (0: none), bucket size, quota (-1: none), counter TTL (s), memo
-# TTL (ms; 0: no memo, for a key without limits, which nothing refuses).
+# ARGV: rate (0: none), bucket size, quota (-1: none), counter TTL (s), memo TTL (ms).
 # Answers "status tokens used gen"; status 0 admitted, 1 over quota, 2 over
 # rate, 3 no counter (nothing done: the caller makes it and asks again).
 _ADMIT = """
-local memo_ttl = tonumber(ARGV[5])
-if memo_ttl > 0 then
-  local memo = redis.call('GET', KEYS[3])
-  if memo then return memo end
-end
+local memo = redis.call('GET', KEYS[3])
+if memo then return memo end
 local c = redis.call('HMGET', KEYS[2], 'n', 'gen')
 if not c[1] then return '3' end
 local used = tonumber(c[1])
@@ -85,8 +81,8 @@ else
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
 local answer = status .. ' ' .. tostring(tokens) .. ' ' .. used .. ' ' .. c[2]
-if status == 0 and memo_ttl > 0 then
-  redis.call('SET', KEYS[3], answer, 'PX', memo_ttl)
+if status == 0 then
+  redis.call('SET', KEYS[3], answer, 'PX', ARGV[5])
 end
 return answer
 """
@@ -202,7 +198,6 @@ class RedisCounters:
         self.prefix = prefix
         self._op_prefix = f"{prefix}:op:{secrets.token_hex(6)}:"
         self._ops = itertools.count()
-        self._no_op = f"{prefix}:op:none"  # named, never written
         # Whether requests are counted here now; the limiter's watch keeps it.
         self.up = True
         self.error: str | None = None
@@ -271,18 +266,10 @@ class RedisCounters:
         limit: int,
         ttl: int,
     ) -> Answer:
-        # Without limits nothing is refused: a request counted twice after a
-        # timeout shows in the live count only (usage is counted apart), so
-        # no memo (one SET a request less).
-        limited = limit >= 0 or rate > 0
         raw = await self._call(
             self._admit,
-            [
-                self.bucket_key(key_id),
-                self.counter_key(account_id, period),
-                self._op() if limited else self._no_op,
-            ],
-            [rate, size, limit, ttl, MEMO_TTL_MS if limited else 0],
+            [self.bucket_key(key_id), self.counter_key(account_id, period), self._op()],
+            [rate, size, limit, ttl, MEMO_TTL_MS],
         )
         parts = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(" ")
         if parts[0] == "3":
