@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from keyhouse.db.base import Base, UTCDateTime
 
-__all__ = ["Account", "ApiKey", "Environment", "Event", "IdempotencyRecord", "Usage"]
+__all__ = ["Account", "ApiKey", "Environment", "Event", "IdempotencyRecord", "Usage", "UsageFlush"]
 
 
 class Account(Base):
@@ -114,7 +114,30 @@ class Usage(Base):
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
     )
     period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    # Requests served: what the account is billed for (limits/limiter.py).
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Bumped by every write to the row. A Redis counter rebuilt from the row
+    # keeps the version it read, so a write saved later is known to be missing
+    # from it (limits/limiter.py, "Redis").
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Of ``requests``, those admitted here (one ``UPDATE`` each) while Redis
+    # was unreachable: any process that reaches Redis adds what its counter
+    # lacks of them (limits/limiter.py, "Redis").
+    fallback: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class UsageFlush(Base):
+    """The last batch of counts each serving process added to ``usage``.
+
+    Written in the batch's own transaction: a process whose commit answer was
+    lost retries the batch, and finds it here if it was saved after all.
+    """
+
+    __tablename__ = "usage_flushes"
+
+    instance: Mapped[str] = mapped_column(String(40), primary_key=True)
+    batch: Mapped[int] = mapped_column(BigInteger)
+    flushed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class IdempotencyRecord(Base):

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio
 import httpx
+import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from keyhouse.app import create_app
 from keyhouse.config import Settings
+from keyhouse.db.engine import Database
+from keyhouse.keys.last_used import LastUsed
 from keyhouse.keys.verify import Verifier
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from tests.factories import create_account, create_key
+from tests.proxy import tcp_proxy
 
 
 async def stored_last_used(runtime: Runtime, key_id: str) -> datetime | None:
@@ -97,3 +105,57 @@ async def test_flush_loop_writes_without_shutdown(
                 break
             await anyio.sleep(0.01)
         assert await stored_last_used(runtime, acc.key_id) is not None
+
+
+@pytest.mark.postgresql_only
+async def test_concurrent_flushes_of_many_processes_never_deadlock(runtime: Runtime) -> None:
+    # Six processes write the same 60 keys at once, each having seen them in
+    # an order of its own: in arbitrary order these flushes deadlock within a
+    # few rounds; in key id order they wait in turn.
+    acc = await create_account(runtime)
+    keys = [(await create_key(runtime, acc.account_id)).row.id for _ in range(60)]
+    processes = [LastUsed() for _ in range(6)]
+    rng = random.Random(7)
+    start = datetime.now(UTC)
+    for round_ in range(6):
+        for last_used in processes:
+            for key_id in rng.sample(keys, len(keys)):
+                jitter = timedelta(seconds=round_, microseconds=rng.randrange(999))
+                last_used.touch(key_id, start + jitter)
+        results = await asyncio.gather(
+            *(last_used.flush(runtime.db) for last_used in processes), return_exceptions=True
+        )
+        assert [r for r in results if isinstance(r, BaseException)] == []
+    for key_id in keys:
+        stored = await stored_last_used(runtime, key_id)
+        assert stored is not None
+        assert stored >= start + timedelta(seconds=5)
+
+
+@pytest.mark.postgresql_only
+async def test_a_flush_whose_database_is_down_writes_its_uses_later(
+    runtime: Runtime, settings: Settings
+) -> None:
+    acc = await create_account(runtime)
+    assert settings.database_url is not None
+    url = make_url(settings.database_url)
+    assert url.host is not None
+    assert url.port is not None
+    used_at = datetime.now(UTC)
+    async with tcp_proxy(url.host, url.port) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        db = Database(settings.model_copy(update={"database_url": proxied}))
+        last_used = LastUsed()
+        try:
+            last_used.touch(acc.key_id, used_at)
+            proxy.cut()
+            with pytest.raises((SQLAlchemyError, OSError)):
+                await last_used.flush(db)
+            assert last_used.pending_lookup()(acc.key_id) == used_at  # kept, still shown
+            await proxy.start()
+            assert await last_used.flush(db) == 1
+        finally:
+            await db.dispose()
+    stored = await stored_last_used(runtime, acc.key_id)
+    assert stored is not None
+    assert abs((stored - used_at).total_seconds()) < 0.001

@@ -18,15 +18,8 @@ from keyhouse.config import Settings
 from keyhouse.runtime import Runtime
 from tests.factories import AccountWithKey
 from tests.limits.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT, served
-from tests.limits.helpers import account_on_plan
+from tests.limits.helpers import account_on_plan, prepared
 from tests.proxy import tcp_proxy
-
-
-async def prepared(settings: Settings, **limits: int) -> AccountWithKey:
-    """An account on a plan, made by an app that is then shut down."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        return await account_on_plan(app.state.runtime, **limits)
 
 
 async def hammer(urls: list[str], acc: AccountWithKey, count: int) -> Counter[int]:
@@ -77,9 +70,15 @@ class TestRedis:
                 mine = (await client.get("/account", headers=acc.auth)).json()
         assert mine["usage"]["requests"] == 3
         client_ = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
-        names = client_.keys("*")
-        assert len(names) == 2  # the key's bucket and the account's counter
+        names = [name.decode() if isinstance(name, bytes) else name for name in client_.keys("*")]
+        kinds = Counter(name.split(":")[1] for name in names)
+        # The key's bucket, the account's counter, the answer to each admitted
+        # request (kept 10 s: a request that timed out and is asked again is
+        # counted once) and, once the watch has run, Redis's epoch.
+        assert (kinds.pop("bucket"), kinds.pop("admitted"), kinds.pop("op")) == (1, 1, 3)
+        assert set(kinds) <= {"epoch"}
         assert all(client_.ttl(name) > 0 for name in names)
+        assert all(0 < client_.pttl(name) <= 10_000 for name in names if ":op:" in name)
         client_.close()
 
     async def test_redis_cut_mid_run_gives_no_500(

@@ -10,8 +10,9 @@
   a verify-only token anywhere else is 403 (``verify_only``); failed
   attempts are counted per address (``failed_authentication``);
 * ``get_secret_caller``: the management API takes secret keys only;
-* meter: ``get_metered_caller`` counts the call against the plan
-  (``limits.service.meter``; 402/429, a refused call consumes nothing);
+* meter: ``metered_call`` (``get_metered_caller`` as a dependency) counts
+  the call against the plan (``limits.service.meter``; 402/429; a refused
+  call, or one answered with a 5xx, consumes nothing);
 * actor: ``request_actor``, who the audit log says acted;
 * body and query: ``read_body``/``read_query``, validated by the route's
   pydantic model, errors mapped to ``validation_error`` as FastAPI's are;
@@ -41,8 +42,10 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
@@ -56,7 +59,7 @@ from keyhouse.idempotency.service import IdempotencyService, fingerprint, parse_
 from keyhouse.keys import changes
 from keyhouse.keys.format import Kind
 from keyhouse.keys.verify import Caller, Verifier, bearer_of
-from keyhouse.limits.service import meter
+from keyhouse.limits.service import meter, unmeter
 from keyhouse.runtime import Runtime
 
 __all__ = [
@@ -81,6 +84,7 @@ __all__ = [
     "get_runtime",
     "get_secret_caller",
     "get_verify_actor",
+    "metered_call",
     "read_body",
     "read_query",
     "request_session",
@@ -221,22 +225,46 @@ async def get_secret_caller(caller: CallerDep) -> Caller:
 SecretCallerDep = Annotated[Caller, Depends(get_secret_caller)]
 
 
-async def get_metered_caller(
-    request: Request, caller: SecretCallerDep, runtime: RuntimeDep
-) -> Caller:
+def _server_error(exc: Exception) -> bool:
+    """Whether ``exc`` is answered with a 5xx (``http/errors.py``, or the middleware's 500/503)."""
+    if isinstance(exc, errors.KeyhouseError | StarletteHTTPException):
+        return exc.status_code >= 500
+    return not isinstance(exc, RequestValidationError)
+
+
+@asynccontextmanager
+async def metered_call(request: Request, caller: Caller, runtime: Runtime) -> AsyncIterator[Caller]:
     """Count the call against the account's plan: 429 rate_limited, 402 usage_limit_exceeded.
 
-    A refused call consumes nothing. The RateLimit-* headers go on the response.
+    A refused call consumes nothing, and neither does a call whose answer is
+    a 5xx: what it took (quota, token) is given back when the error leaves
+    this block (the session's commit is inside it). The RateLimit-* headers
+    go on the response.
     """
     metered = await meter(runtime, caller)
     if metered.headers:
         request.scope.setdefault("state", {})["ratelimit_headers"] = metered.headers
     if metered.refusal is not None:
         raise metered.refusal
-    return caller
+    try:
+        yield caller
+    except Exception as exc:
+        if _server_error(exc):
+            await unmeter(runtime, metered)
+        raise
 
 
-MeteredCallerDep = Annotated[Caller, Depends(get_metered_caller)]
+async def get_metered_caller(
+    request: Request, caller: SecretCallerDep, runtime: RuntimeDep
+) -> AsyncIterator[Caller]:
+    """``metered_call`` as a dependency: its exit runs after the endpoint and the session."""
+    async with metered_call(request, caller, runtime):
+        yield caller
+
+
+# scope="function": entered before SessionDep, so it sees the session's
+# commit fail, and it gives back before the response is sent.
+MeteredCallerDep = Annotated[Caller, Depends(get_metered_caller, scope="function")]
 
 
 async def get_key_actor(request: Request, caller: MeteredCallerDep) -> Actor:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError
 from starlette.responses import Response
 
+from keyhouse.audit.service import Actor
 from keyhouse.http.pipeline import (
     AdminActorDep,
     AdminIdempotency,
@@ -15,16 +18,18 @@ from keyhouse.http.pipeline import (
     KeyIdempotency,
     MeteredCallerDep,
     RuntimeDep,
+    SecretCallerDep,
     SessionDep,
     VerifyActorDep,
     direct,
     get_caller,
-    get_metered_caller,
     get_runtime,
     get_secret_caller,
     get_verify_actor,
+    metered_call,
     read_body,
     read_query,
+    request_actor,
     request_session,
 )
 from keyhouse.keys.presenter import issued_key_object, key_object
@@ -40,7 +45,7 @@ from keyhouse.keys.schemas import (
     VerifyResponse,
 )
 from keyhouse.keys.service import KeyService
-from keyhouse.keys.verify import verify_key
+from keyhouse.keys.verify import Caller, verify_key
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 
@@ -57,10 +62,48 @@ async def _list_keys(request: Request) -> Response:
     """``list_keys``' parameters, from the pipeline's steps."""
     runtime = await get_runtime(request)
     caller = await get_caller(request, runtime)
-    caller = await get_metered_caller(request, await get_secret_caller(caller), runtime)
-    query = read_query(request, ListKeysQuery)
-    async with request_session(request, runtime) as session:
-        return await list_keys(caller, session, runtime, query)
+    async with metered_call(request, await get_secret_caller(caller), runtime) as caller:
+        query = read_query(request, ListKeysQuery)
+        async with request_session(request, runtime) as session:
+            return await list_keys(caller, session, runtime, query)
+
+
+# The way out is never locked: revoking a key, and rolling it without grace
+# (the old key stops at once), are how an account answers a leak, so they
+# are never refused for its quota or rate (an account over its plan could
+# otherwise not stop a leaked key until the month ends) and are not metered.
+
+
+async def _unmetered_actor(request: Request, caller: SecretCallerDep) -> Actor:
+    return request_actor(request, "key", caller.key_id)
+
+
+async def _rolls_without_grace(request: Request) -> bool:
+    body = await request.body()  # kept by the request: the endpoint reads it again
+    if not body:
+        return False  # the default grace
+    try:
+        return RollKeyRequest.model_validate_json(body).expiresInSeconds == 0
+    except ValidationError:
+        return False  # metered, then refused with 400 by the body's validation
+
+
+async def get_rolling_caller(
+    request: Request, caller: SecretCallerDep, runtime: RuntimeDep
+) -> AsyncIterator[Caller]:
+    """A roll with grace is metered like any call; one without grace is not."""
+    if await _rolls_without_grace(request):
+        yield caller
+        return
+    async with metered_call(request, caller, runtime):
+        yield caller
+
+
+RollingCallerDep = Annotated[Caller, Depends(get_rolling_caller, scope="function")]
+
+
+async def _rolling_actor(request: Request, caller: RollingCallerDep) -> Actor:
+    return request_actor(request, "key", caller.key_id)
 
 
 @router.get(
@@ -147,12 +190,13 @@ async def get_key(
     response_model=ApiKey,
     summary="Revoke an API key",
     dependencies=[KeyIdempotency],
-    responses=error_responses(400, 401, 402, 403, 429, 404, 409),
+    # 429: an address that keeps failing to authenticate, never the account's rate.
+    responses=error_responses(400, 401, 403, 429, 404, 409),
 )
 async def revoke_key(
     key_id: str,
-    caller: MeteredCallerDep,
-    actor: KeyActorDep,
+    caller: SecretCallerDep,
+    actor: Annotated[Actor, Depends(_unmetered_actor)],
     session: SessionDep,
     runtime: RuntimeDep,
     force: Annotated[
@@ -160,6 +204,7 @@ async def revoke_key(
     ] = False,
 ) -> JSONResponse:
     """Revokes the key at once. Revoking a revoked key succeeds and changes nothing.
+    Never refused for the account's quota or rate, and not counted.
 
     Revoking the account's last active account-wide secret key is refused
     with `409 last_secret_key` unless `force=true`.
@@ -212,8 +257,8 @@ async def rename_key(
 )
 async def roll_key(
     key_id: str,
-    caller: MeteredCallerDep,
-    actor: KeyActorDep,
+    caller: RollingCallerDep,
+    actor: Annotated[Actor, Depends(_rolling_actor)],
     session: SessionDep,
     runtime: RuntimeDep,
     body: RollKeyRequest | None = None,
@@ -224,7 +269,9 @@ async def roll_key(
     `expiresAt` becomes the earlier of its own and now + grace, so a roll never
     extends a key's life. A revoked or expired key cannot be rolled (409), nor
     can a key that was rolled already (409 `conflict`; its `fix` names the key
-    that replaced it: roll that one)."""
+    that replaced it: roll that one). A roll without grace
+    (`expiresInSeconds: 0`) is never refused for the account's quota or rate,
+    and not counted."""
     grace = (body or RollKeyRequest()).expiresInSeconds
     service = KeyService(session, runtime)
     issued = await service.roll(

@@ -1,9 +1,9 @@
 """Metering: counting a call against the plan, and the usage object that reports it.
 
 ``meter`` counts one call of the account API (``http/pipeline.py``'s
-``get_metered_caller``); ``usage_object`` is the one builder of the usage
-member that ``POST /verify``, ``GET /account`` and ``keyhouse account usage``
-show.
+``metered_call``) and ``unmeter`` gives it back when the call is answered
+with a 5xx; ``usage_object`` is the one builder of the usage member that
+``POST /verify``, ``GET /account`` and ``keyhouse account usage`` show.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyhouse import errors
-from keyhouse.limits.limiter import RateState
+from keyhouse.limits.limiter import RateState, Ticket
 from keyhouse.limits.plan import Consumer, Period
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["Metered", "meter", "ratelimit_headers", "usage_object"]
+__all__ = ["Metered", "meter", "ratelimit_headers", "unmeter", "usage_object"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,8 @@ class Metered:
     headers: dict[str, str]
     # 429 rate_limited or 402 usage_limit_exceeded; None: the call was counted.
     refusal: errors.KeyhouseError | None
+    # Where it was counted (None when refused): what ``unmeter`` gives back.
+    ticket: Ticket | None = None
 
 
 async def meter(runtime: Runtime, caller: Consumer) -> Metered:
@@ -35,7 +37,7 @@ async def meter(runtime: Runtime, caller: Consumer) -> Metered:
     admission = await runtime.limiter.admit(caller.account_id, caller.key_id, caller.plan, utcnow())
     headers = ratelimit_headers(admission.rate) if admission.rate is not None else {}
     if admission.allowed:
-        return Metered(headers, None)
+        return Metered(headers, None, admission.ticket)
     if admission.refusal == "rate" and admission.rate is not None:
         refusal: errors.KeyhouseError = errors.RateLimited(
             headers={"Retry-After": str(admission.rate.retry_after or 1)},
@@ -55,6 +57,12 @@ async def meter(runtime: Runtime, caller: Consumer) -> Metered:
             ),
         )
     return Metered(headers, refusal)
+
+
+async def unmeter(runtime: Runtime, metered: Metered) -> None:
+    """Give back a counted call, its quota and its token: it was answered with a 5xx."""
+    if metered.ticket is not None:
+        await runtime.limiter.refund(metered.ticket)
 
 
 def ratelimit_headers(rate: RateState) -> dict[str, str]:
