@@ -90,10 +90,22 @@ class RequestMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        method = scope["method"]
+        head = method == "HEAD"
+        if head:
+            # HEAD is GET without the body (RFC 9110 section 9.3.2): the same
+            # route, steps and headers (Content-Length too), metered as GET
+            # is, for it costs the same and tells the same (a key's validity
+            # and its account's state; a free HEAD would be an unmetered,
+            # unlimited credential probe). Load balancers probe with it. A
+            # copy of the scope: the server reads its own to drop the body.
+            scope = {**scope, "method": "GET"}
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, response_started
-            if message["type"] == "http.response.start":
+            if head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            elif message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
                 # Responses may hold keys: no cache anywhere keeps them.
@@ -163,7 +175,7 @@ class RequestMiddleware:
         finally:
             self._access_log.info(
                 "request",
-                method=scope["method"],
+                method=method,
                 path=self._safe_path(scope["path"]),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
