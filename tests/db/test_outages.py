@@ -18,7 +18,10 @@ import pytest
 from sqlalchemy import make_url
 
 from keyhouse.app import create_app
+from keyhouse.audit.service import CLI
 from keyhouse.config import Settings
+from keyhouse.keys import changes
+from keyhouse.keys.service import KeyService
 from keyhouse.runtime import Runtime
 from tests.factories import bearer, create_account, create_key, expect_error, listener
 from tests.proxy import Proxy, tcp_proxy
@@ -107,3 +110,88 @@ class TestBlackHole:
                 await asyncio.sleep(0.05)
             assert (await client.get("/readyz")).status_code == 200
 
+
+async def revoke_directly(make_settings: Callable[..., Settings], pg_url: str, key_id: str) -> None:
+    """Revoke as another process does: on a connection of its own, not through the proxy."""
+    app = create_app(make_settings(database_url=pg_url))
+    async with app.router.lifespan_context(app):
+        other: Runtime = app.state.runtime
+        async with changes.session(other, write=True) as session:
+            await KeyService(session, other).revoke(None, key_id, force=True, actor=CLI)
+
+
+async def verdict(client: httpx.AsyncClient, admin: dict[str, str], key: str) -> str:
+    """``valid``, ``revoked``, ... or ``503``."""
+    response = await client.post("/verify", headers=admin, json={"key": key})
+    if response.status_code == 503:
+        return "503"
+    assert response.status_code == 200
+    code: str = response.json()["code"]
+    return code
+
+
+class TestConnectionsReset:
+    """Every connection reset, the database unreachable: the notification gap.
+
+    A key verified 0.5 s before keeps verifying until its cache TTL (counted
+    from the start of the read); a revocation made meanwhile by another
+    process, whose NOTIFY this one never hears, is honoured within the TTL:
+    no ``valid`` answer after it, and ``revoked`` once the database is back.
+    """
+
+    TTL = 3.0
+
+    async def wait_lost(self, runtime: Runtime) -> None:
+        for _ in range(500):
+            if not listener(runtime).connected.is_set():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the listener did not notice the reset within 5 s")
+
+    @pytest.mark.parametrize("gap", ["longer than the TTL", "shorter than the TTL"])
+    async def test_a_cached_key_verifies_until_its_ttl_and_a_missed_revocation_within_it(
+        self, make_settings: Callable[..., Settings], pg_url: str, gap: str
+    ) -> None:
+        async with through_proxy(make_settings, pg_url, cache_ttl_seconds=self.TTL) as (
+            proxy,
+            runtime,
+            client,
+        ):
+            account = await create_account(runtime)
+            victim = await create_key(runtime, account.account_id)
+            admin = bearer(runtime.admin_tokens.first)
+            read_at = time.monotonic()
+            assert await verdict(client, admin, victim.plaintext) == "valid"
+            await asyncio.sleep(0.5)
+
+            proxy.reset()
+            await self.wait_lost(runtime)
+            await revoke_directly(make_settings, pg_url, victim.row.id)
+            revoked_at = time.monotonic()
+            # Served from the cache while its entry is fresh (stale by design,
+            # within the bound): never a 503 for a key verified before.
+            answers = []
+            while (asked := time.monotonic()) < read_at + self.TTL - 0.2:
+                answers.append(await verdict(client, admin, victim.plaintext))
+                if gap == "shorter than the TTL" and asked > revoked_at + 0.3:
+                    break
+                await asyncio.sleep(0.05)
+            assert answers
+            assert set(answers) == {"valid"}
+
+            if gap == "shorter than the TTL":
+                await proxy.start()
+            else:
+                # The entry has expired: the database is needed, and gone.
+                await asyncio.sleep(read_at + self.TTL + 0.05 - time.monotonic())
+                assert await verdict(client, admin, victim.plaintext) == "503"
+                await proxy.start()
+            # Never valid again after the TTL from the revocation; revoked
+            # as soon as the database answers.
+            deadline = revoked_at + self.TTL + 5
+            while (answer := await verdict(client, admin, victim.plaintext)) != "revoked":
+                now = time.monotonic()
+                late = answer == "valid" and now >= revoked_at + self.TTL
+                assert not late, f"valid {now - revoked_at:.2f} s after the revocation"
+                assert now < deadline, "not refused 5 s after the TTL"
+                await asyncio.sleep(0.05)
