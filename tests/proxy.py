@@ -71,7 +71,7 @@ class Proxy:
         """Cut, each connection ending with an RST instead of a FIN."""
         for writer in self._writers:
             sock = writer.get_extra_info("socket")
-            if sock is not None:
+            if sock is not None and not writer.is_closing():
                 # SO_LINGER on, 0 s: close() sends an RST (socket(7)).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.cut()

@@ -24,6 +24,7 @@ from keyhouse.keys import changes
 from keyhouse.keys.service import KeyService
 from keyhouse.runtime import Runtime
 from tests.factories import bearer, create_account, create_key, expect_error, listener
+from tests.limits.conftest import served
 from tests.proxy import Proxy, tcp_proxy
 
 pytestmark = pytest.mark.postgresql_only
@@ -35,22 +36,29 @@ BOUND = 2.0
 SLACK = 0.3
 
 
+def proxied(pg_url: str, proxy: Proxy) -> str:
+    """``pg_url`` through ``proxy``.
+
+    ssl=disable: asyncpg's SSL negotiation (sslmode "prefer") leaves a
+    future's error unread when a connect is cancelled between the TCP
+    handshake and the SSLRequest's answer; asyncio logs it, and anyio fails
+    the test for it. The local server has no TLS anyway.
+    """
+    return (
+        make_url(pg_url)
+        .set(host="127.0.0.1", port=proxy.port)
+        .update_query_dict({"ssl": "disable"})
+        .render_as_string(hide_password=False)
+    )
+
+
 @asynccontextmanager
 async def through_proxy(
     make_settings: Callable[..., Settings], pg_url: str, **overrides: object
 ) -> AsyncIterator[tuple[Proxy, Runtime, httpx.AsyncClient]]:
     real = make_url(pg_url)
     async with tcp_proxy(real.host or "127.0.0.1", real.port or 5432) as proxy:
-        # ssl=disable: asyncpg's SSL negotiation (sslmode "prefer") leaves a
-        # future's error unread when a connect is cancelled between the TCP
-        # handshake and the SSLRequest's answer; asyncio logs it, and anyio
-        # fails the test for it. The local server has no TLS anyway.
-        via_proxy = (
-            real.set(host="127.0.0.1", port=proxy.port)
-            .update_query_dict({"ssl": "disable"})
-            .render_as_string(hide_password=False)
-        )
-        app = create_app(make_settings(database_url=via_proxy, **overrides))
+        app = create_app(make_settings(database_url=proxied(pg_url, proxy), **overrides))
         async with app.router.lifespan_context(app):
             runtime: Runtime = app.state.runtime
             await asyncio.wait_for(listener(runtime).connected.wait(), 10)
@@ -195,3 +203,77 @@ class TestConnectionsReset:
                 assert not late, f"valid {now - revoked_at:.2f} s after the revocation"
                 assert now < deadline, "not refused 5 s after the TTL"
                 await asyncio.sleep(0.05)
+
+
+async def test_two_serving_processes_through_a_reset_then_a_black_hole(
+    make_settings: Callable[..., Settings], pg_url: str
+) -> None:
+    """The claims above with two real ``keyhouse serve`` processes, requests at once."""
+    ttl = 3.0
+    app = create_app(make_settings(database_url=pg_url))
+    async with app.router.lifespan_context(app):
+        runtime: Runtime = app.state.runtime
+        account = await create_account(runtime)
+        victim = await create_key(runtime, account.account_id)
+        admin = bearer(runtime.admin_tokens.first)
+    real = make_url(pg_url)
+    async with tcp_proxy(real.host or "127.0.0.1", real.port or 5432) as proxy:
+        settings = make_settings(database_url=proxied(pg_url, proxy))
+        # Started in a thread: served() waits with time.sleep, and the proxy
+        # forwards on this thread's event loop.
+        servers = served(settings, 2, KEYHOUSE_CACHE_TTL_SECONDS=str(ttl))
+        urls = await asyncio.to_thread(servers.__enter__)
+        clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in urls]
+        try:
+            read_at = time.monotonic()
+            for client in clients:
+                assert await verdict(client, admin, victim.plaintext) == "valid"
+            read_until = time.monotonic()  # the last entry was read before this
+            await asyncio.sleep(0.5)
+
+            proxy.reset()
+            await revoke_directly(make_settings, pg_url, victim.row.id)
+            revoked_at = time.monotonic()
+            answers: list[str] = []
+            while time.monotonic() < read_at + ttl - 0.3:
+                answers += await asyncio.gather(
+                    *(verdict(client, admin, victim.plaintext) for client in clients)
+                )
+                await asyncio.sleep(0.05)
+            assert set(answers) == {"valid"}
+
+            # Every entry has expired: now the database is needed.
+            await asyncio.sleep(read_until + ttl + 0.05 - time.monotonic())
+            proxy.black_hole()
+            await proxy.start()
+
+            async def timed_status(call: Awaitable[httpx.Response]) -> tuple[int, float]:
+                response, took = await timed(call)
+                return response.status_code, took
+
+            calls = [
+                call
+                for client in clients
+                for call in (
+                    *(client.get("/keys", headers=account.auth) for _ in range(5)),
+                    client.post("/verify", headers=admin, json={"key": victim.plaintext}),
+                    client.get("/readyz"),
+                )
+            ]
+            results = await asyncio.gather(*(timed_status(call) for call in calls))
+            assert {status for status, _ in results} == {503}
+            slowest = max(took for _, took in results)
+            assert slowest <= BOUND + SLACK, f"slowest of {len(results)}: {slowest:.2f} s"
+
+            proxy.restore()
+            for client in clients:
+                deadline = time.monotonic() + 10
+                while (answer := await verdict(client, admin, victim.plaintext)) != "revoked":
+                    assert answer != "valid", f"valid {time.monotonic() - revoked_at:.2f} s after"
+                    assert time.monotonic() < deadline, "not back within 10 s"
+                    await asyncio.sleep(0.05)
+        finally:
+            for client in clients:
+                await client.aclose()
+            proxy.restore()
+            await asyncio.to_thread(servers.__exit__, None, None, None)
