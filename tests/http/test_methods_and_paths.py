@@ -7,13 +7,18 @@ redirect built from the request's Host header.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
 
+from keyhouse.app import create_app
+from keyhouse.config import Settings
 from keyhouse.runtime import Runtime
 from tests.factories import AccountWithKey, bearer, create_account, expect_error
+from tests.limits.conftest import served
 
 # Headers that differ between two answers to the same request.
 PER_ANSWER = {"x-tracking-id", "date"}
@@ -153,3 +158,46 @@ class TestTrailingSlash:
         response = await client.get("/nothing/here/")
         body = expect_error(response, 404, "not_found")
         assert body["error"]["fix"] == "See /docs for the routes keyhouse serves."
+
+
+@pytest.mark.postgresql_only
+async def test_two_serving_processes_answer_head_slash_and_query_keys_alike(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The same answers from real servers (uvicorn's HEAD handling too), many at once."""
+    settings = make_settings()
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        account = await create_account(app.state.runtime)
+    with served(settings, 2) as urls:
+        clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in urls]
+        try:
+            for _ in range(3):
+                heads = await asyncio.gather(
+                    *(c.head("/keys", headers=account.auth) for c in clients for _ in range(5))
+                )
+                gets = await asyncio.gather(
+                    *(c.get("/keys", headers=account.auth) for c in clients)
+                )
+                assert {r.status_code for r in heads + gets} == {200}
+                assert {r.content for r in heads} == {b""}
+                lengths = {int(r.headers["content-length"]) for r in heads}
+                assert lengths == {len(gets[0].content)}
+            slashes = await asyncio.gather(
+                *(c.get("/keys/", headers={"Host": "attacker.example"}) for c in clients),
+                *(c.post("/verify/") for c in clients),
+            )
+            for response in slashes:
+                expect_error(response, 404, "not_found")
+                assert "location" not in response.headers
+            query = f"authorization=Bearer%20{account.key}"
+            refused = await asyncio.gather(
+                *(c.get(f"/keys?{query}", headers=account.auth) for c in clients for _ in range(3))
+            )
+            for response in refused:
+                expect_error(response, 400, "key_in_query")
+                echoed = account.key in response.text
+                assert not echoed
+        finally:
+            for client in clients:
+                await client.aclose()
