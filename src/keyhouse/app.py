@@ -66,6 +66,11 @@ def create_app(settings: Settings) -> FastAPI:
         # logger providers on every request (~12 us of a 72 us POST /verify,
         # cProfile), and keyhouse configures none of them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Starlette answers /keys/ with a 307 to a URL built from the
+        # client's Host header (an open redirect through a proxy that passes
+        # Host on) and no body. One URL per resource instead: /keys/ is 404
+        # not_found, with a fix naming /keys (http/errors.py).
+        redirect_slashes=False,
     )
     install_error_handlers(app)
     # Hot routes first: routing tries them in this order.

@@ -25,6 +25,7 @@ from keyhouse.keys.format import KeyFormat
 from keyhouse.keys.last_used import LastUsed
 from keyhouse.limits.failures import FailedAuthLimiter
 from keyhouse.limits.limiter import Limiter, Mode
+from keyhouse.logs import get_logger
 
 __all__ = ["Runtime", "load_secrets"]
 
@@ -55,6 +56,8 @@ def load_secrets(settings: Settings, *, generate: bool) -> tuple[Keyring, AdminT
         generate=generate,
     )
     return keyring, admin_tokens
+
+log = get_logger("keyhouse")
 
 
 @dataclass(slots=True)
@@ -130,8 +133,19 @@ class Runtime:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Each step on its own: the database being gone at shutdown (what
+        # pending uses need) must not keep the limiter from closing, nor
+        # turn a stop into a traceback. What could not be written is lost,
+        # as in a crash, and said in the log.
+        steps = {
+            "last_used_flush": lambda: self.last_used.flush(self.db),
+            "limiter_close": self.limiter.close,
+        }
         try:
-            await self.last_used.flush(self.db)
-            await self.limiter.close()
+            for name, step in steps.items():
+                try:
+                    await step()
+                except Exception as exc:
+                    log.warning("shutdown_step_failed", step=name, error=type(exc).__name__)
         finally:
             await self.db.dispose()

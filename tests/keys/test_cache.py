@@ -81,3 +81,18 @@ def test_ttl_zero_disables_caching() -> None:
     cache = KeyCache(maxsize=10, ttl=0)
     cache.put(b"h", record())
     assert cache.get(b"h") == (False, None)
+
+
+def test_an_entry_lives_ttl_from_the_start_of_its_read() -> None:
+    # A read that waited 1.5 s (a slow database) holds a row as of its start:
+    # counted from the put, a change made during the wait would be honoured
+    # up to 3.5 s later, past the TTL.
+    clock = FakeClock()
+    cache = KeyCache(maxsize=10, ttl=2.0, clock=clock)
+    epoch = cache.epoch
+    clock.now += 1.5
+    cache.put(b"h", record(), epoch)
+    clock.now += 0.49
+    assert cache.get(b"h")[0] is True
+    clock.now += 0.02
+    assert cache.get(b"h") == (False, None)

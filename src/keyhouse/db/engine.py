@@ -93,6 +93,20 @@ def refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -
         raise exc.DisconnectionError("the server closed this connection")
 
 
+def terminate_invalidated(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
+    """Pool "invalidate" listener: close an invalidated connection now, without a goodbye.
+
+    SQLAlchemy closes an invalidated asyncpg connection gracefully, waiting
+    up to 2 s (a fixed timeout in its asyncpg dialect) for a server that, on
+    a dead or black-holed link, never answers: a statement that timed out
+    after 2 s then answered 503 after 4 (measured through tests/proxy.py's
+    black hole). ``terminate()`` closes the socket at once; the graceful
+    close that follows finds it closed. The server sees the socket close.
+    """
+    if dbapi_connection is not None:
+        dbapi_connection.driver_connection.terminate()
+
+
 def _sqlite_engine(url: str, busy_timeout_ms: int, begin: str | None) -> AsyncEngine:
     # hide_parameters: bound values (hashes, ciphertexts) stay out of error text.
     engine = create_async_engine(url, hide_parameters=True)
@@ -114,6 +128,16 @@ class Database:
         url = settings.sqlalchemy_url
         self.url = url
         self.is_sqlite = settings.is_sqlite
+        # PostgreSQL over a network: each wait for the database is cut at
+        # KEYHOUSE_DB_CONNECT_TIMEOUT_SECONDS, so a request that needs a
+        # database that does not answer gets 503 within it (tests/db/
+        # test_outages.py, with connections held unanswered): getting a
+        # connection (waiting for a pooled one, and connecting: asyncio.timeout
+        # below, since SQLAlchemy's pool_timeout and asyncpg's connect timeout
+        # would add up), each statement (asyncpg's command_timeout), and
+        # dropping a connection that failed (terminate_invalidated). SQLite's
+        # waits are its busy timeout.
+        self.timeout: float | None = None
         if self.is_sqlite:
             database = make_url(url).database
             if database and database != ":memory:":
@@ -141,6 +165,7 @@ class Database:
             _sqlite_pragmas(self.inline_engine, timeout)
         else:
             pg_timeout = settings.db_connect_timeout_seconds
+            self.timeout = pg_timeout
             self.engine = create_async_engine(
                 url,
                 hide_parameters=True,
@@ -154,6 +179,7 @@ class Database:
                 },
             )
             event.listen(self.engine.sync_engine, "checkout", refuse_closed_connection)
+            event.listen(self.engine.sync_engine, "invalidate", terminate_invalidated)
             self.write_engine = self.engine
             self.inline_engine = None
             # For statements that need no transaction (``reader``): no BEGIN
@@ -192,6 +218,9 @@ class Database:
             xid: int | None = None
             try:
                 async with session.begin():
+                    if self.timeout is not None:
+                        async with asyncio.timeout(self.timeout):
+                            await session.connection()
                     yield session
                     if session.info.get(CONFIRM_COMMIT) and not self.is_sqlite:
                         assigned = await session.scalar(_CURRENT_XID)
@@ -230,8 +259,8 @@ class Database:
             await asyncio.sleep(0.05)
 
     async def ping(self) -> None:
-        """Raise unless the database answers a trivial query."""
-        async with self.engine.connect() as conn:
+        """Raise unless the database answers a trivial query, within the timeout."""
+        async with asyncio.timeout(self.timeout), self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     @asynccontextmanager
@@ -245,7 +274,8 @@ class Database:
         # cancellation), two more turns of the event loop, ~15% of a cache
         # miss's CPU (cProfile). Returning an autocommit connection does no
         # I/O (no transaction to roll back), so nothing can interrupt it.
-        connection = await self._autocommit.connect()
+        async with asyncio.timeout(self.timeout):
+            connection = await self._autocommit.connect()
         try:
             yield connection
         finally:
@@ -275,8 +305,19 @@ class Database:
 
     @property
     def asyncpg_dsn(self) -> str:
-        """The URL as asyncpg takes it (for LISTEN on a connection of its own)."""
-        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        """The URL as asyncpg takes it (for LISTEN on a connection of its own).
+
+        SQLAlchemy's asyncpg dialect takes TLS as ``?ssl=require``; in a DSN
+        asyncpg reads ``sslmode`` and sends any other parameter to the
+        server as a setting, which refuses ``ssl``: the listener would never
+        connect.
+        """
+        url = make_url(self.url).set(drivername="postgresql")
+        query = dict(url.query)
+        if "ssl" in query:
+            query["sslmode"] = query.pop("ssl")
+            url = url.set(query=query)
+        return url.render_as_string(hide_password=False)
 
     async def dispose(self) -> None:
         if self.inline_engine is not None:

@@ -7,10 +7,15 @@ event, in the same transaction, is its durable record). Every process
 LISTENs on a connection of its own and drops those keys from its cache
 within milliseconds.
 
-NOTIFY is not replayed to a listener that was disconnected: on every
-(re)connect the process clears its whole cache, and the cache TTL (2 s by
-default) bounds the worst case while it is cut off. A lookup that was
-running when a key changed cannot cache the old row afterwards either (the
+NOTIFY is not replayed to a listener that was disconnected. While it is cut
+off, the cache keeps its entries: each lives at most the cache TTL (2 s by
+default) from the start of the read that made it, so a change whose
+notification was lost is honoured within the TTL, and keys cached before an
+outage keep verifying until then (clearing the cache when the connection
+drops turned them into 503s at once, issue 12). When the listener is back,
+the database answers again: it clears the whole cache then, so a change
+missed during the gap is honoured at once rather than at the entries' TTL,
+and a lookup still running from before cannot cache what it read (the
 cache's epoch check).
 """
 
@@ -119,5 +124,4 @@ class ChangeListener:
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), self._timeout)
-            self._cache.clear()
             await asyncio.sleep(0.5)

@@ -130,10 +130,9 @@ def _http_error(exc: StarletteHTTPException) -> errors.KeyhouseError:
     return mapped
 
 
-def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route of this path accepts (for the Allow header)."""
-    path = request.url.path
-    methods: set[str] = set()
+def _routes_of(request: Request, path: str) -> list[Any]:
+    """The routes whose path pattern matches ``path``."""
+    found: list[Any] = []
     pending: list[Any] = list(request.app.router.routes)
     while pending:
         route = pending.pop()
@@ -143,8 +142,39 @@ def _allowed_methods(request: Request) -> list[str]:
             continue
         regex = getattr(route, "path_regex", None)
         if regex is not None and regex.match(path):
-            methods.update(getattr(route, "methods", None) or ())
+            found.append(route)
+    return found
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this path accepts (for the Allow header).
+
+    HEAD wherever GET is: ``RequestMiddleware`` answers it as GET without a body.
+    """
+    methods: set[str] = set()
+    for route in _routes_of(request, request.url.path):
+        methods.update(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
     return sorted(methods)
+
+
+def _not_found(request: Request) -> errors.NotFound:
+    """404 for a path no route serves; one that only adds a trailing slash says so.
+
+    The fix names the route's own path (``/keys/{id}``), never the client's
+    text: a path can hold a key pasted by mistake.
+    """
+    path = request.url.path
+    if len(path) > 1 and path.endswith("/"):
+        routes = _routes_of(request, path.rstrip("/"))
+        if routes:
+            route_path = min(getattr(route, "path", "") for route in routes)
+            return errors.NotFound(
+                "No such route: keyhouse's paths do not end with '/'.",
+                fix=f"Use {route_path} without the trailing slash.",
+            )
+    return errors.NotFound("No such route.", fix="See /docs for the routes keyhouse serves.")
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -174,7 +204,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        mapped = _http_error(exc)
+        # The router's 404 carries no headers.
+        mapped = _not_found(request) if exc.status_code == 404 else _http_error(exc)
         if exc.status_code == 405:
             # Starlette's Allow names the first route of the path only.
             mapped.headers["Allow"] = ", ".join(_allowed_methods(request))

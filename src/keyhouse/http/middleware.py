@@ -21,7 +21,6 @@ import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import parse_qsl
 
 import structlog
 from starlette.requests import Request
@@ -30,8 +29,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyhouse import errors
 from keyhouse.http.errors import RETRY_AFTER_SECONDS, database_unavailable, error_response
+from keyhouse.http.query import holds_key
 from keyhouse.ids import ID_RE, new_ulid
-from keyhouse.keys.format import BODY_LEN, IMPORTED_KEY_MIN_LENGTH, KeyFormat, Kind
+from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, KeyFormat, Kind
 from keyhouse.logs import get_logger
 
 __all__ = ["MAX_HEADERS_TOTAL", "MAX_HEADER_LINE", "RequestMiddleware"]
@@ -39,8 +39,6 @@ __all__ = ["MAX_HEADERS_TOTAL", "MAX_HEADER_LINE", "RequestMiddleware"]
 log = get_logger("keyhouse")
 access_log = get_logger("keyhouse.access")
 
-# A key in a URL ends up in proxy logs, browser history and Referer headers.
-KEY_QUERY_NAMES = frozenset({"key", "api_key", "apikey", "token", "access_token"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Header limits, checked before anything reads a header. uvicorn with httptools
 # sets none of its own (an 8 MiB header line reaches the app), so these are
@@ -73,9 +71,6 @@ class RequestMiddleware:
         self.direct = dict(direct)
         prefixes = "|".join(map(re.escape, key_format.prefixes.values()))
         self._key_prefix = re.compile(prefixes)
-        # A key of ours anywhere in a text: as a parameter's name, or inside a
-        # longer value ("Bearer sk_...", "sk_...,"), checksum or not.
-        self._key_in_text = re.compile(rf"(?:{prefixes})[0-9A-Za-z]{{{BODY_LEN}}}(?![0-9A-Za-z])")
         # A bound logger made once (create_app configured logging first): the
         # module's lazy proxy builds one on every call.
         self._access_log = access_log.bind()
@@ -90,10 +85,22 @@ class RequestMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        method = scope["method"]
+        head = method == "HEAD"
+        if head:
+            # HEAD is GET without the body (RFC 9110 section 9.3.2): the same
+            # route, steps and headers (Content-Length too), metered as GET
+            # is, for it costs the same and tells the same (a key's validity
+            # and its account's state; a free HEAD would be an unmetered,
+            # unlimited credential probe). Load balancers probe with it. A
+            # copy of the scope: the server reads its own to drop the body.
+            scope = {**scope, "method": "GET"}
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, response_started
-            if message["type"] == "http.response.start":
+            if head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            elif message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
                 # Responses may hold keys: no cache anywhere keeps them.
@@ -163,7 +170,7 @@ class RequestMiddleware:
         finally:
             self._access_log.info(
                 "request",
-                method=scope["method"],
+                method=method,
                 path=self._safe_path(scope["path"]),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
@@ -198,18 +205,16 @@ class RequestMiddleware:
             )
         return None
 
-    def _check_query(self, scope: Scope) -> errors.KeyhouseError | None:
+    @staticmethod
+    def _check_query(scope: Scope) -> errors.KeyhouseError | None:
         raw = scope.get("query_string", b"")
-        if not raw:
-            return None
-        pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
-        for name, value in pairs:
-            if (
-                name.lower() in KEY_QUERY_NAMES
-                or self._key_in_text.search(name) is not None
-                or self._key_in_text.search(value) is not None
-            ):
-                return errors.KeyInQuery()
+        if raw and holds_key(raw.decode("latin-1")):
+            # A fixed text: the key is not repeated, not even masked.
+            return errors.KeyInQuery(
+                "The query string holds an API key, or a value shaped like one (20 or "
+                "more letters, digits, '-', '.', '_' or '~' that are not a keyhouse id), "
+                "or a credential's parameter name; it was not used.",
+            )
         return None
 
     def _looks_like_key(self, value: str) -> bool:
