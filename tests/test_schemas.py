@@ -310,3 +310,13 @@ def test_plan_limits_stop_at_what_the_columns_hold(limit: str) -> None:
             CreateAccountRequest.model_validate_json(
                 json.dumps({"name": "n", "limits": {limit: value}})
             )
+
+
+def test_the_limit_holds_after_normalization_when_it_shortens_too() -> None:
+    # "e" + U+0301 is one character in NFC; a trailing U+200B is trimmed.
+    # Both were refused as over 100 before normalizing (a reviewer's finding).
+    assert NAME.validate_python("e\u0301" * 100) == "\u00e9" * 100
+    assert NAME.validate_python("x" * 100 + "\u200b") == "x" * 100
+    with pytest.raises(ValidationError) as caught:
+        NAME.validate_python("e\u0301" * 101)
+    assert caught.value.errors()[0]["type"] == "name_too_long"

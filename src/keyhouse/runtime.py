@@ -57,6 +57,7 @@ def load_secrets(settings: Settings, *, generate: bool) -> tuple[Keyring, AdminT
     )
     return keyring, admin_tokens
 
+
 log = get_logger("keyhouse")
 
 

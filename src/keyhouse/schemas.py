@@ -169,6 +169,10 @@ def _allowed_inside(name: str, index: int, in_tag_sequence: set[int]) -> bool:
     return index in in_tag_sequence
 
 
+# What a name may be before normalizing: NFC and trimming shorten it.
+NAME_RAW_MAX_LENGTH = 4 * NAME_MAX_LENGTH
+
+
 def normalize_name(value: str) -> str:
     """The canonical form of a name (see the rule above), or a pydantic error saying why not."""
     for char in value:
@@ -224,7 +228,10 @@ def normalize_name(value: str) -> str:
 Name = Annotated[
     str,
     Strict(),
-    StringConstraints(min_length=1, max_length=NAME_MAX_LENGTH),
+    # The limit holds after normalizing (normalize_name): "e" + U+0301 a
+    # hundred times is 100 characters in NFC, and a trailing U+200B goes. The
+    # raw text may be longer, within a bound that keeps the work small.
+    StringConstraints(min_length=1, max_length=NAME_RAW_MAX_LENGTH),
     AfterValidator(normalize_name),
     Field(
         description=(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from keyhouse import errors
 from keyhouse.idempotency.service import IdempotencyService, fingerprint, parse_key
@@ -97,3 +97,23 @@ class TestClaims:
             await service.finish("admin", "k3", 400, b"{}")
         async with runtime.db.session(write=True) as session:
             assert await IdempotencyService(session, runtime).begin("admin", "k3", print_) is None
+
+    async def test_an_answer_under_a_removed_encryption_key_is_409_not_500(
+        self, runtime: Runtime
+    ) -> None:
+        # After `keyhouse key reencrypt` and removing the old encryption key,
+        # a retry of a write answered under it got 500 for 24 hours.
+        print_ = fingerprint("POST", "/keys", b"", b"{}")
+        async with runtime.db.session(write=True) as session:
+            service = IdempotencyService(session, runtime)
+            assert await service.begin("admin", "k4", print_) is None
+            await service.finish("admin", "k4", 201, b'{"id":"x"}')
+        async with runtime.db.session(write=True) as session:
+            await session.execute(
+                update(IdempotencyRecord)
+                .where(IdempotencyRecord.key == "k4")
+                .values(enc_kid="removed")
+            )
+        async with runtime.db.session(write=True) as session:
+            with raises(errors.Conflict, "conflict"):
+                await IdempotencyService(session, runtime).begin("admin", "k4", print_)

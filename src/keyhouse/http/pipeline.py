@@ -387,13 +387,19 @@ async def _claim_idempotency_key(
 
 async def get_key_idempotency(
     request: Request,
-    actor: KeyActorDep,
+    caller: SecretCallerDep,
     session: SessionDep,
     runtime: RuntimeDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> None:
-    """A write of the account API: its ``Idempotency-Key`` is the calling key's."""
-    await _claim_idempotency_key(request, runtime, session, f"key:{actor.id}")
+    """A write of the account API: its ``Idempotency-Key`` is the calling key's.
+
+    Takes the caller unmetered: a route's ``dependencies`` run before its
+    parameters, so metering here would meter revoke and roll without grace,
+    which are never refused for quota or rate (README, "Limits"). A replay is
+    answered here, before the route's metering: it is not counted.
+    """
+    await _claim_idempotency_key(request, runtime, session, f"key:{caller.key_id}")
 
 
 async def get_admin_idempotency(

@@ -119,9 +119,21 @@ class IdempotencyService:
                 f"The request with this {HEADER} has no stored answer.",
                 fix=f"Send the request with a new {HEADER}.",
             )
-        body = self.runtime.keyring.decrypt(
-            record.enc_kid, record.response_ciphertext, _associated(scope, key)
-        )
+        try:
+            body = self.runtime.keyring.decrypt(
+                record.enc_kid, record.response_ciphertext, _associated(scope, key)
+            )
+        except errors.ConfigurationError:
+            # Its encryption key was removed after `keyhouse key reencrypt`
+            # (which moves keys, not these 24-hour answers): a 500 on every
+            # retry for a day was what a reviewer got. The write happened; its
+            # answer cannot be shown again.
+            raise errors.Conflict(
+                f"The request with this {HEADER} was done, but its stored answer can no "
+                "longer be read: the encryption key it was stored under was removed.",
+                fix="List the account's keys (GET /keys) or its events (GET /events) to find "
+                f"what the request did; send a new request with a new {HEADER}.",
+            ) from None
         return StoredAnswer(record.status_code, body.encode("utf-8"))
 
     async def finish(self, scope: str, key: str, status_code: int, body: bytes) -> None:
