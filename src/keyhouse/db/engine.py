@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, exc, make_url, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -34,7 +35,13 @@ from keyhouse.db.notify import NotifyingSession
 from keyhouse.db.session import DbConnection, DbSession, InlineSession
 from keyhouse.logs import get_logger
 
-__all__ = ["CONFIRM_COMMIT", "Database", "prepare_sqlite_file"]
+__all__ = [
+    "CONFIRM_COMMIT",
+    "Database",
+    "DatabaseUnreachable",
+    "Reachability",
+    "prepare_sqlite_file",
+]
 
 _T = TypeVar("_T")
 
@@ -107,6 +114,65 @@ def terminate_invalidated(dbapi_connection: Any, _record: Any, _exception: Any) 
         dbapi_connection.driver_connection.terminate()
 
 
+class DatabaseUnreachable(ConnectionError):
+    """Not tried: the database failed to answer a moment ago (``Reachability``)."""
+
+
+class Reachability:
+    """After the database failed to answer, no new connection is tried for ``window`` s.
+
+    A request waiting for a pooled connection while the database is gone
+    gets a slot only when a hung statement or connect times out, then
+    connects and waits again: of 40 requests at once through a black-holed
+    link (tests/db/test_outages.py), the last got its 503 after 12 s. A
+    connect that failed, or a statement that timed out while the database
+    answered nothing else since it began, open this window (the connect
+    timeout); meanwhile connecting fails at once, so every request's 503
+    comes within the timeout. A statement that timed out while others were
+    answered (waiting for a lock under load) opens nothing. Pooled
+    connections still serve, and the first connect after the window probes
+    again: service resumes at most one window after the database is back.
+    A connection the server closed (a restart) opens no window: it is
+    replaced at once (``Database.read``).
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._closed_until = 0.0
+        self._answered_at = 0.0
+
+    def failed(self, started: float) -> None:
+        """An attempt begun at ``started`` got no answer: open the window, unless
+        the database answered something since (it is there, only slow or busy)."""
+        if self._answered_at <= started:
+            self._closed_until = time.monotonic() + self.window
+
+    def check(self) -> None:
+        if time.monotonic() < self._closed_until:
+            raise DatabaseUnreachable("the database did not answer a moment ago")
+
+    def on_connect(self, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        """Dialect "do_connect" listener: check, connect, and note how it went."""
+        self.check()
+        started = time.monotonic()
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except (OSError, exc.DBAPIError):  # refused, unreachable, timed out
+            self.failed(started)
+            raise
+        self._answered_at = time.monotonic()
+        return connection
+
+    def on_answer(self, *_args: Any) -> None:
+        """Engine "after_cursor_execute" listener: the database answered a statement."""
+        self._answered_at = time.monotonic()
+
+    def on_error(self, context: ExceptionContext) -> None:
+        """Engine "handle_error" listener: a statement that timed out (it began a timeout ago)."""
+        if isinstance(context.original_exception, TimeoutError):
+            self.failed(time.monotonic() - self.window)
+
+
 def _sqlite_engine(url: str, busy_timeout_ms: int, begin: str | None) -> AsyncEngine:
     # hide_parameters: bound values (hashes, ciphertexts) stay out of error text.
     engine = create_async_engine(url, hide_parameters=True)
@@ -128,16 +194,17 @@ class Database:
         url = settings.sqlalchemy_url
         self.url = url
         self.is_sqlite = settings.is_sqlite
-        # PostgreSQL over a network: each wait for the database is cut at
-        # KEYHOUSE_DB_CONNECT_TIMEOUT_SECONDS, so a request that needs a
-        # database that does not answer gets 503 within it (tests/db/
-        # test_outages.py, with connections held unanswered): getting a
-        # connection (waiting for a pooled one, and connecting: asyncio.timeout
-        # below, since SQLAlchemy's pool_timeout and asyncpg's connect timeout
-        # would add up), each statement (asyncpg's command_timeout), and
-        # dropping a connection that failed (terminate_invalidated). SQLite's
+        # PostgreSQL over a network: a request that needs a database that
+        # does not answer gets 503 within KEYHOUSE_DB_CONNECT_TIMEOUT_SECONDS
+        # (tests/db/test_outages.py, with connections held unanswered):
+        # connecting and each statement are cut at it (asyncpg's timeout and
+        # command_timeout), a connection that failed is dropped at once
+        # (terminate_invalidated), and no connect is tried for as long after
+        # one failed (Reachability). Waiting for a pooled connection while
+        # the database answers is KEYHOUSE_DB_POOL_TIMEOUT_SECONDS. SQLite's
         # waits are its busy timeout.
         self.timeout: float | None = None
+        self.reachability: Reachability | None = None
         if self.is_sqlite:
             database = make_url(url).database
             if database and database != ":memory:":
@@ -180,6 +247,12 @@ class Database:
             )
             event.listen(self.engine.sync_engine, "checkout", refuse_closed_connection)
             event.listen(self.engine.sync_engine, "invalidate", terminate_invalidated)
+            self.reachability = Reachability(pg_timeout)
+            event.listen(self.engine.sync_engine, "do_connect", self.reachability.on_connect)
+            event.listen(self.engine.sync_engine, "handle_error", self.reachability.on_error)
+            event.listen(
+                self.engine.sync_engine, "after_cursor_execute", self.reachability.on_answer
+            )
             self.write_engine = self.engine
             self.inline_engine = None
             # For statements that need no transaction (``reader``): no BEGIN
@@ -218,9 +291,6 @@ class Database:
             xid: int | None = None
             try:
                 async with session.begin():
-                    if self.timeout is not None:
-                        async with asyncio.timeout(self.timeout):
-                            await session.connection()
                     yield session
                     if session.info.get(CONFIRM_COMMIT) and not self.is_sqlite:
                         assigned = await session.scalar(_CURRENT_XID)
@@ -259,7 +329,11 @@ class Database:
             await asyncio.sleep(0.05)
 
     async def ping(self) -> None:
-        """Raise unless the database answers a trivial query, within the timeout."""
+        """Raise unless the database answers a trivial query within the timeout, all told.
+
+        Readiness: a pool whose connections are all busy for longer is not
+        ready either.
+        """
         async with asyncio.timeout(self.timeout), self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
@@ -274,8 +348,7 @@ class Database:
         # cancellation), two more turns of the event loop, ~15% of a cache
         # miss's CPU (cProfile). Returning an autocommit connection does no
         # I/O (no transaction to roll back), so nothing can interrupt it.
-        async with asyncio.timeout(self.timeout):
-            connection = await self._autocommit.connect()
+        connection = await self._autocommit.connect()
         try:
             yield connection
         finally:

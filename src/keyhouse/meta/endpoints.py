@@ -38,8 +38,8 @@ async def readyz(runtime: RuntimeDep) -> dict[str, str]:
     limits)."""
     try:
         await runtime.db.ping()
-    except Exception:
-        log.warning("readyz_database_unreachable")
+    except Exception as exc:
+        log.warning("readyz_database_unreachable", error=type(exc).__name__)
         raise errors.ServiceUnavailable(
             "The database is not reachable.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
