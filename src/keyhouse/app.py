@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from keyhouse import __version__
 from keyhouse.accounts.endpoints import account_router
@@ -24,6 +24,7 @@ from keyhouse.environments.endpoints import router as environments_router
 from keyhouse.http.errors import install_error_handlers
 from keyhouse.http.middleware import RequestMiddleware
 from keyhouse.http.pipeline import direct_routes
+from keyhouse.http.query_names import check_query_names
 from keyhouse.keys.endpoints import admin_router as keys_admin_router
 from keyhouse.keys.endpoints import router as keys_router
 from keyhouse.keys.endpoints import verify_router
@@ -70,6 +71,9 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
         # listKeys, createKey, ...: what generated clients name their calls.
         generate_unique_id_function=operation_id,
+        # Every route refuses query parameters it does not take (400, naming
+        # them); direct routes check in DirectRoute, with the same function.
+        dependencies=[Depends(check_query_names)],
     )
     install_error_handlers(app)
     # Hot routes first: routing tries them in this order.
