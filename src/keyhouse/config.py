@@ -28,6 +28,30 @@ PLAN_LIMIT_MAX = 2**31 - 1
 MAX_WORKERS = 256
 
 
+# The URLs PostgreSQL's own tools and hosting providers hand out (libpq's
+# form, https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING-URIS):
+# keyhouse reads them as asyncpg's, its one PostgreSQL driver.
+_LIBPQ_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _asyncpg_url(url: str) -> str:
+    """A libpq URL as SQLAlchemy's asyncpg one; libpq's ``sslmode`` is asyncpg's ``ssl``
+    (the same values: disable, allow, prefer, require, verify-ca, verify-full).
+
+    asyncpg refuses ``sslmode`` as a keyword (``connect() got an unexpected
+    keyword argument 'sslmode'``, tried): without the rename a provider's
+    ``?sslmode=require`` URL could not connect.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url).set(drivername="postgresql+asyncpg")
+    query = dict(parsed.query)
+    if "sslmode" in query and "ssl" not in query:
+        query["ssl"] = query.pop("sslmode")
+        parsed = parsed.set(query=query)
+    return parsed.render_as_string(hide_password=False)
+
+
 class Settings(BaseSettings):
     """keyhouse's settings. See the README for each one."""
 
@@ -42,7 +66,8 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy async URL; default: SQLite in the data directory.",
+        description="postgresql://... (asyncpg), or a SQLAlchemy async URL; default: SQLite "
+        "in the data directory.",
     )
     encryption_keys: SecretStr | None = Field(
         default=None,
@@ -138,9 +163,12 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
+        if value.startswith(_LIBPQ_SCHEMES):
+            return _asyncpg_url(value)
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError(
-                "use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
+                "use postgresql://user@host/db (or postgresql+asyncpg://) "
+                "or sqlite+aiosqlite:///path/to/file.db"
             )
         return value
 

@@ -222,8 +222,18 @@ class Database:
 
     @property
     def asyncpg_dsn(self) -> str:
-        """The URL as asyncpg takes it (for LISTEN on a connection of its own)."""
-        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        """The URL as asyncpg takes it (for LISTEN on a connection of its own).
+
+        In a DSN asyncpg reads libpq's ``sslmode``; an ``ssl`` there is sent to
+        the server as a setting, which refuses it ("parameter "ssl" cannot be
+        changed now", tried): the keyword SQLAlchemy passes goes back to its name.
+        """
+        url = make_url(self.url).set(drivername="postgresql")
+        query = dict(url.query)
+        if "ssl" in query and "sslmode" not in query:
+            query["sslmode"] = query.pop("ssl")
+            url = url.set(query=query)
+        return url.render_as_string(hide_password=False)
 
     async def dispose(self) -> None:
         if self.inline_engine is not None:
