@@ -59,7 +59,13 @@ from keyhouse.limits.plan import current_period
 from keyhouse.limits.repository import UsageRepository
 from keyhouse.limits.service import usage_object
 from keyhouse.runtime import Runtime, load_secrets
-from keyhouse.serving import check_port, serve_socket, serve_workers, tcp_socket
+from keyhouse.serving import (
+    check_port,
+    proxy_options,
+    serve_socket,
+    serve_workers,
+    tcp_socket,
+)
 from keyhouse.timeutil import utcnow
 
 __all__ = ["CliError", "app", "main"]
@@ -566,6 +572,7 @@ def serve(
         "access_log": False,
         "log_level": settings.log_level,
         "server_header": False,
+        **proxy_options(settings.trusted_proxies),
     }
     if workers > 1:
         # The workers read their settings from the environment: tell them how

@@ -8,6 +8,7 @@ run with different settings.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -126,6 +127,11 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="Waiting for a free pooled connection."
     )
+    trusted_proxies: str = Field(
+        default="",
+        description="Addresses or networks (comma-separated) of the proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto keyhouse believes; unset: none.",
+    )
     log_level: str = "info"
     default_max_keys: int | None = Field(default=100, ge=0, le=PLAN_LIMIT_MAX)
     default_monthly_requests: int | None = Field(default=None, ge=0, le=PLAN_LIMIT_MAX)
@@ -149,6 +155,22 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("use redis://host:6379/0 (or rediss://, unix://)")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        networks = []
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{item.strip()[:64]!r} is not an IP address or network; list the "
+                    "proxies' addresses, e.g. 10.0.0.5,10.1.0.0/16"
+                ) from None
+        return ",".join(networks)
 
     @field_validator("log_level")
     @classmethod

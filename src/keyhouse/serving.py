@@ -29,7 +29,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-__all__ = ["check_port", "main", "serve_socket", "serve_workers", "tcp_socket"]
+__all__ = ["check_port", "main", "proxy_options", "serve_socket", "serve_workers", "tcp_socket"]
 
 _STOP_TIMEOUT = 30.0
 
@@ -50,6 +50,20 @@ def check_port(host: str, port: int) -> None:
 
 
 KEYHOUSE_APP = "keyhouse.app:app_from_env"
+
+
+def proxy_options(trusted_proxies: str) -> dict[str, Any]:
+    """uvicorn's proxy options: ``X-Forwarded-*`` believed from ``trusted_proxies`` only.
+
+    uvicorn's defaults believe them from 127.0.0.1 and ::1 (or
+    ``FORWARDED_ALLOW_IPS``): any local client, a co-located process or a
+    proxy that passes the header on unchanged, wrote the address of its
+    choice into the audit log and into the failed-authentication limit's
+    key (issue 13). With no trusted proxy the headers are not read at all.
+    """
+    if not trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted_proxies.split(",")}
 
 
 def serve_socket(sock: socket.socket, options: dict[str, Any]) -> None:
