@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -58,6 +59,7 @@ from keyhouse.keys.service import KeyService
 from keyhouse.limits.plan import current_period
 from keyhouse.limits.repository import UsageRepository
 from keyhouse.limits.service import usage_object
+from keyhouse.logs import configure_logging, get_logger, route_stdlib_logging
 from keyhouse.runtime import Runtime, load_secrets
 from keyhouse.serving import (
     check_port,
@@ -69,6 +71,9 @@ from keyhouse.serving import (
 from keyhouse.timeutil import utcnow
 
 __all__ = ["CliError", "app", "main"]
+
+# serve's own lines (where it serves, the data directory), JSON like the server's.
+serve_log = get_logger("keyhouse.serve")
 
 T = TypeVar("T")
 
@@ -559,9 +564,22 @@ def serve(
 ) -> None:
     """Serve the API (creating or migrating the keyhouse first).
 
-    Logs go to stderr.
+    Logs go to stderr, one JSON object a line (uvicorn's too).
     """
     settings = _settings()
+    configure_logging(settings.log_level)
+    # The address first: a taken port is one line and exit 1, before anything
+    # is created or migrated.
+    sock: socket.socket | None = None
+    try:
+        if workers > 1:
+            check_port(host, port)
+        else:
+            sock = tcp_socket(host, port, reuse_port=False)
+    except OSError as exc:
+        fail("address_in_use", f"cannot listen on {host}:{port}: {exc.strerror}")
+    # From here every line is JSON, the migration's (alembic) and uvicorn's too.
+    route_stdlib_logging(settings.log_level)
     # Before any worker starts: the generated secrets are written once, and
     # the schema is at head.
     run(settings, lambda: _create(settings))
@@ -579,31 +597,23 @@ def serve(
         # many they are, so usage is counted where all of them see it.
         os.environ["KEYHOUSE_WORKERS"] = str(workers)
         if not settings.redis_url:
-            print(
-                f"keyhouse: warning: {workers} workers without KEYHOUSE_REDIS_URL: the monthly "
-                "quota is counted in the database (exact, one write per request); rate "
-                "limits hold per worker",
-                file=sys.stderr,
+            serve_log.warning(
+                "workers_without_redis",
+                workers=workers,
+                detail="without KEYHOUSE_REDIS_URL the monthly quota is counted in the "
+                "database (exact, one write per request); rate limits hold per worker",
             )
-        try:
-            check_port(host, port)
-        except OSError as exc:
-            fail("address_in_use", f"cannot listen on {host}:{port}: {exc.strerror}")
         _announce_data_dir(settings)
         serve_workers(host, port, workers, options)
     else:
         # The worker's way, in this process: its own IPPROTO_TCP socket (bound
-        # here, so a taken port is one line and exit 1) and serve_socket.
-        try:
-            sock = tcp_socket(host, port, reuse_port=False)
-        except OSError as exc:
-            fail("address_in_use", f"cannot listen on {host}:{port}: {exc.strerror}")
+        # above) and serve_socket.
+        assert sock is not None
         from keyhouse.app import create_app
 
         _announce_data_dir(settings)
-        print(
-            f"keyhouse: serving on http://{host}:{sock.getsockname()[1]} (pid {os.getpid()})",
-            file=sys.stderr,
+        serve_log.info(
+            "serving", url=f"http://{host}:{sock.getsockname()[1]}", workers=1, pid=os.getpid()
         )
         serve_socket(sock, {**options, "app": create_app(settings)})
 
@@ -612,11 +622,11 @@ def _announce_data_dir(settings: Settings) -> None:
     """Where the keyhouse is, and how the CLI elsewhere finds it (the default database only)."""
     if settings.generates_secrets:
         data_dir = settings.data_dir.resolve()
-        print(
-            f"keyhouse: data directory {data_dir}; the keyhouse command uses it when run "
-            f"here or with KEYHOUSE_DATA_DIR={data_dir} (`keyhouse admin-token` prints the "
-            "operator token)",
-            file=sys.stderr,
+        serve_log.info(
+            "data_directory",
+            data_dir=str(data_dir),
+            detail=f"the keyhouse command uses it when run here or with "
+            f"KEYHOUSE_DATA_DIR={data_dir} (`keyhouse admin-token` prints the operator token)",
         )
 
 
