@@ -41,6 +41,7 @@ from keyhouse.accounts.schemas import Account, CreateAccountRequest, LimitsUpdat
 from keyhouse.accounts.service import AccountService
 from keyhouse.audit.service import CLI, AuditService, event_object
 from keyhouse.config import MAX_WORKERS, Settings, load_settings, settings_error_line
+from keyhouse.db.capacity import read_budget, size_pools
 from keyhouse.db.migrate import Migration, database_revision, head_revision, migrate
 from keyhouse.db.session import DbSession
 from keyhouse.environments.schemas import CreateEnvironmentRequest, Environment
@@ -578,6 +579,9 @@ def serve(
             sock = tcp_socket(host, port, reuse_port=False)
     except OSError as exc:
         fail("address_in_use", f"cannot listen on {host}:{port}: {exc.strerror}")
+    if not settings.is_sqlite and not settings.missing_secrets():
+        # Before anything logs: a refusal is one line. (Missing secrets: _create says so.)
+        settings = _fit_pools(settings, workers)
     # From here every line is JSON, the migration's (alembic) and uvicorn's too.
     route_stdlib_logging(settings.log_level)
     # Before any worker starts: the generated secrets are written once, and
@@ -616,6 +620,37 @@ def serve(
             "serving", url=f"http://{host}:{sock.getsockname()[1]}", workers=1, pid=os.getpid()
         )
         serve_socket(sock, {**options, "app": create_app(settings)})
+
+
+def _fit_pools(settings: Settings, workers: int) -> Settings:
+    """The settings with each process's pool sized to its share of PostgreSQL's
+    connections (``db/capacity.py``); the workers read it from the environment."""
+    budget = run(settings, lambda: read_budget(settings))
+    try:
+        sizes = size_pools(
+            budget.connections, workers, settings.db_pool_size, settings.db_max_overflow
+        )
+    except ValueError as exc:
+        fail("configuration_error", str(exc))
+    report = serve_log.warning if sizes.reduced else serve_log.info
+    report(
+        "database_pool",
+        workers=workers,
+        pool_size=sizes.pool_size,
+        max_overflow=sizes.max_overflow,
+        connections_per_process=sizes.per_process,
+        budget=budget.connections,
+        server_max_connections=budget.max_connections,
+        in_use_by_others=budget.in_use,
+        reduced=sizes.reduced,
+    )
+    if not sizes.reduced:
+        return settings
+    os.environ["KEYHOUSE_DB_POOL_SIZE"] = str(sizes.pool_size)
+    os.environ["KEYHOUSE_DB_MAX_OVERFLOW"] = str(sizes.max_overflow)
+    return settings.model_copy(
+        update={"db_pool_size": sizes.pool_size, "db_max_overflow": sizes.max_overflow}
+    )
 
 
 def _announce_data_dir(settings: Settings) -> None:

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         default=10, ge=1, le=1000, description="PostgreSQL connections kept open."
     )
     db_max_overflow: int = Field(default=20, ge=0, le=1000)
+    db_max_connections: int | None = Field(
+        default=None,
+        ge=2,
+        le=100_000,
+        description="PostgreSQL connections all serve processes together may open; unset: "
+        "the server's max_connections less its reserved ones and those in use at start.",
+    )
     db_connect_timeout_seconds: float = Field(
         default=2.0,
         gt=0,
