@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test check lint format scan audit lock fuzz bench clean
+.PHONY: serve test check lint format scan audit lock fuzz bench clean docs-assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 
+# openapi-python-client, for tests/test_generated_client.py: a client generated
+# from /openapi.json must work. A venv of its own: it pins typer<0.28, keyhouse
+# needs typer>=0.29. python-dateutil: what the generated client imports.
+CLIENTGEN := $(VENV)/clientgen
+$(CLIENTGEN)/.installed: | $(BIN)/python
+	$(PYTHON) -m venv $(CLIENTGEN)
+	$(CLIENTGEN)/bin/python -m pip install --quiet 'openapi-python-client==0.29.1' \
+		'python-dateutil==2.9.0.post0'
+	touch $@
+
 serve: $(VENV)/.installed
 	$(BIN)/keyhouse serve --host $(HOST) --port $(PORT)
 
@@ -34,7 +44,7 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix src tests fuzz
 	$(BIN)/ruff format src tests fuzz
 
-test: check scan
+test: check scan $(CLIENTGEN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Static security scan: no medium or high finding in src (offline).
@@ -88,6 +98,24 @@ fuzz: $(VENV)/.installed-dev
 BENCH_BASELINE ?= 6edfb4a
 bench: $(VENV)/.installed-dev
 	BENCH_BASELINE=$(BENCH_BASELINE) $(BIN)/python bench/run.py
+
+# The vendored assets of /docs and /redoc (src/keyhouse/apidocs/assets), fetched
+# again from the npm registry: the versions named in apidocs/endpoints.py.
+# Then update the SHA-256 in ASSETS (tests/apidocs checks them). Needs npm.
+SWAGGER_UI_VERSION ?= 5.35.0
+REDOC_VERSION ?= 2.5.4
+docs-assets:
+	set -e; tmp=$$(mktemp -d); cd $$tmp; \
+	npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) redoc@$(REDOC_VERSION) >/dev/null; \
+	mkdir sw rd; tar xzf swagger-ui-dist-*.tgz -C sw; tar xzf redoc-*.tgz -C rd; \
+	dest=$(CURDIR)/src/keyhouse/apidocs/assets; \
+	cp sw/package/swagger-ui-bundle.js sw/package/swagger-ui-bundle.js.LICENSE.txt \
+		sw/package/swagger-ui.css sw/package/favicon-32x32.png $$dest/; \
+	cp sw/package/LICENSE $$dest/swagger-ui.LICENSE; cp sw/package/NOTICE $$dest/swagger-ui.NOTICE; \
+	cp rd/package/bundles/redoc.standalone.js rd/package/bundles/redoc.standalone.js.LICENSE.txt $$dest/; \
+	cp rd/package/LICENSE $$dest/redoc.LICENSE; \
+	cd $$dest && sha256sum swagger-ui-bundle.js swagger-ui.css redoc.standalone.js favicon-32x32.png; \
+	rm -rf $$tmp
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -8,6 +8,7 @@ fresh SQLite database in a temporary directory, with logging at ``info`` to
     .venv/bin/python bench/asgi_profile.py list            # GET /keys, 200 keys
     .venv/bin/python bench/asgi_profile.py verify          # POST /verify, cache hit
     .venv/bin/python bench/asgi_profile.py list --cprofile # the 40 costliest calls
+    .venv/bin/python bench/asgi_profile.py list --query revoked=false  # with a query string
 
 Prints one line a run: ``<target>: <us> us/request, <us> us CPU (<n> requests)``
 (CPU time is steadier than wall time on a machine that does other work). Keys
@@ -38,7 +39,12 @@ from keyhouse.db.migrate import migrate
 
 
 def request(
-    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+    app: Any,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    query: bytes = b"",
 ) -> Callable[[], Awaitable[tuple[int, bytes]]]:
     """One request to ``app``, as a coroutine function returning (status, body)."""
 
@@ -51,7 +57,7 @@ def request(
             "scheme": "http",
             "path": path,
             "raw_path": path.encode(),
-            "query_string": b"",
+            "query_string": query,
             "root_path": "",
             "headers": headers,
             "client": ("127.0.0.1", 50000),
@@ -98,7 +104,7 @@ async def main(args: argparse.Namespace) -> None:
                     (b"host", b"127.0.0.1"),
                     (b"authorization", f"Bearer {keys[0]}".encode()),
                 ]
-                call = request(app, "GET", "/keys", headers, b"")
+                call = request(app, "GET", "/keys", headers, b"", args.query.encode())
             status, _ = await call()
             if status != 200:
                 raise SystemExit(f"{args.target}: status {status}")
@@ -131,6 +137,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--query", default="", help="list: the query string (no '?')")
     import uvloop  # as keyhouse serve runs
 
     # The access log: paid for, not shown.

@@ -169,15 +169,15 @@ LINKS: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {
     ("/keys/{key_id}/roll", "post", "201"): {},
     ("/admin/accounts", "post", "201"): {
         "GetAccount": {
-            "operationId": "get_account_admin_accounts__account_id__get",
+            "operationId": "getAccount",
             "parameters": {"account_id": "$response.body#/account/id"},
         },
         "UpdateAccount": {
-            "operationId": "update_account_admin_accounts__account_id__patch",
+            "operationId": "updateAccount",
             "parameters": {"account_id": "$response.body#/account/id"},
         },
         "ImportKey": {
-            "operationId": "import_key_admin_accounts__account_id__keys_import_post",
+            "operationId": "importKey",
             "parameters": {"account_id": "$response.body#/account/id"},
         },
     },
@@ -185,23 +185,23 @@ LINKS: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {
 for _source in [("/keys", "post", "201"), ("/keys/{key_id}/roll", "post", "201")]:
     LINKS[_source] = {
         "GetKey": {
-            "operationId": "get_key_keys__key_id__get",
+            "operationId": "getKey",
             "parameters": {"key_id": "$response.body#/id"},
         },
         "RenameKey": {
-            "operationId": "rename_key_keys__key_id__patch",
+            "operationId": "renameKey",
             "parameters": {"key_id": "$response.body#/id"},
         },
         "RollKey": {
-            "operationId": "roll_key_keys__key_id__roll_post",
+            "operationId": "rollKey",
             "parameters": {"key_id": "$response.body#/id"},
         },
         "RevokeKey": {
-            "operationId": "revoke_key_keys__key_id__revoke_post",
+            "operationId": "revokeKey",
             "parameters": {"key_id": "$response.body#/id"},
         },
         "VerifyKey": {
-            "operationId": "verify_endpoint_verify_post",
+            "operationId": "verifyKey",
             "requestBody": {"key": "$response.body#/key"},
         },
     }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import BigInteger, Integer
@@ -20,7 +22,7 @@ from keyhouse.config import (
 )
 from keyhouse.models import Account
 from keyhouse.runtime import Runtime
-from tests.factories import create_account
+from tests.factories import create_account, listener
 from tests.test_cli import expect_one_line_failure, keyhouse
 
 SettingsFactory = Callable[..., Settings]
@@ -81,7 +83,7 @@ def test_prefix_clash_error_line_names_a_variable() -> None:
     [
         "mysql://x",
         "sqlite:///x.db",  # the sync driver
-        "postgresql://u@h/db",
+        "postgresql+psycopg://u@h/db",  # another driver
         "postgres+asyncpg://u@h/db",
         "SQLITE+AIOSQLITE:///x.db",
         " sqlite+aiosqlite:///x.db",
@@ -100,6 +102,21 @@ def test_supported_database_urls_are_accepted(url: str) -> None:
     settings = Settings(database_url=url)
     assert settings.sqlalchemy_url == url
     assert settings.is_sqlite == url.startswith("sqlite")
+
+
+@pytest.mark.parametrize(
+    ("url", "meant"),
+    [
+        ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgres://u:p%40ss@h:5433/db", "postgresql+asyncpg://u:p%40ss@h:5433/db"),
+        ("postgresql://u@h/db?sslmode=require", "postgresql+asyncpg://u@h/db?ssl=require"),
+    ],
+)
+def test_libpq_urls_mean_asyncpg(url: str, meant: str) -> None:
+    settings = Settings(database_url=url)
+    assert settings.database_url == meant
+    assert not settings.is_sqlite
+    assert not settings.generates_secrets
 
 
 def test_empty_database_url_means_the_default() -> None:
@@ -326,3 +343,25 @@ def test_serve_options_are_bounded_before_anything_starts(
     assert "Traceback" not in result.err
     assert f"Invalid value for '{option}'" in result.err
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+async def test_a_libpq_url_serves_on_postgresql(
+    make_settings: SettingsFactory, scheme: str
+) -> None:
+    """``postgresql://…?sslmode=disable``, as providers write it: the pool and the
+    change listener (a connection of its own, asyncpg's DSN) both connect."""
+    url = make_settings().database_url
+    assert url is not None
+    libpq = url.replace("postgresql+asyncpg://", f"{scheme}://", 1) + "?sslmode=disable"
+    settings = make_settings(database_url=libpq)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        runtime: Runtime = app.state.runtime
+        await asyncio.wait_for(listener(runtime).connected.wait(), 10)
+        await runtime.db.ping()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text

@@ -42,6 +42,8 @@ def test_one_process_serves_as_a_worker_does(
     served: list[tuple[socket.socket, dict[str, Any]]] = []
     spawned: list[dict[str, Any]] = []
     monkeypatch.setattr(cli, "serve_socket", lambda sock, options: served.append((sock, options)))
+    # Not in this process: pytest's own logging stays as it is.
+    monkeypatch.setattr(cli, "route_stdlib_logging", lambda level: None)
     monkeypatch.setattr(
         cli, "serve_workers", lambda host, port, n, options: spawned.append(options)
     )
@@ -91,7 +93,7 @@ def test_a_signal_stops_it_gracefully(tmp_path: Path, signum: signal.Signals) ->
         **os.environ,
         "KEYHOUSE_DATA_DIR": str(data),
         "KEYHOUSE_ADMIN_TOKENS": ADMIN,
-        "KEYHOUSE_LOG_LEVEL": "warning",
+        "KEYHOUSE_LOG_LEVEL": "info",  # the "serving" line is at info
         "KEYHOUSE_LAST_USED_FLUSH_SECONDS": "3600",  # written at shutdown, not before
     }
     proc = subprocess.Popen(
@@ -122,7 +124,11 @@ def test_a_signal_stops_it_gracefully(tmp_path: Path, signum: signal.Signals) ->
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == EXITS[signum], err.decode(errors="replace")[-2000:]
-    assert f"keyhouse: serving on http://127.0.0.1:{port} (pid {proc.pid})" in err.decode()
+    # Every line JSON (README, Settings); the one that says where it serves, among them.
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    assert {"event": "serving", "url": f"http://127.0.0.1:{port}", "pid": proc.pid}.items() <= (
+        next(line for line in lines if line["event"] == "serving").items()
+    )
     # The verification's lastUsedAt was pending: the graceful shutdown wrote it
     # (the CLI reads the database; after SIGKILL the key has no lastUsedAt).
     listed = keyhouse(data, "key", "list", "--account", account, "--json")

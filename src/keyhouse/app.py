@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from keyhouse import __version__
 from keyhouse.accounts.endpoints import account_router
 from keyhouse.accounts.endpoints import admin_router as accounts_admin_router
+from keyhouse.apidocs.endpoints import router as apidocs_router
 from keyhouse.audit.endpoints import admin_router as events_admin_router
 from keyhouse.audit.endpoints import router as events_router
 from keyhouse.config import Settings, load_settings
@@ -24,6 +25,7 @@ from keyhouse.environments.endpoints import router as environments_router
 from keyhouse.http.errors import install_error_handlers
 from keyhouse.http.middleware import RequestMiddleware
 from keyhouse.http.pipeline import direct_routes
+from keyhouse.http.query_names import check_query_names
 from keyhouse.keys.admin_endpoints import router as keys_operator_router
 from keyhouse.keys.endpoints import admin_router as keys_admin_router
 from keyhouse.keys.endpoints import router as keys_router
@@ -31,7 +33,7 @@ from keyhouse.keys.endpoints import verify_router
 from keyhouse.keys.format import KeyFormat
 from keyhouse.logs import configure_logging
 from keyhouse.meta.endpoints import router as meta_router
-from keyhouse.openapi import install_openapi
+from keyhouse.openapi import install_openapi, operation_id
 from keyhouse.responses import JSONResponse
 from keyhouse.runtime import Runtime
 
@@ -62,6 +64,9 @@ def create_app(settings: Settings) -> FastAPI:
         ),
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        # keyhouse serves its own, with no CDN (apidocs/).
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's native OpenTelemetry looks up the global tracer, meter and
         # logger providers on every request (~12 us of a 72 us POST /verify,
         # cProfile), and keyhouse configures none of them.
@@ -71,6 +76,11 @@ def create_app(settings: Settings) -> FastAPI:
         # Host on) and no body. One URL per resource instead: /keys/ is 404
         # not_found, with a fix naming /keys (http/errors.py).
         redirect_slashes=False,
+        # listKeys, createKey, ...: what generated clients name their calls.
+        generate_unique_id_function=operation_id,
+        # Every route refuses query parameters it does not take (400, naming
+        # them); direct routes check in DirectRoute, with the same function.
+        dependencies=[Depends(check_query_names)],
     )
     install_error_handlers(app)
     # Hot routes first: routing tries them in this order.
@@ -84,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(keys_operator_router)
     app.include_router(events_admin_router)
     app.include_router(meta_router)
+    app.include_router(apidocs_router)
     app.add_middleware(
         RequestMiddleware,
         max_body=settings.max_body_bytes,

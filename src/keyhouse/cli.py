@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -40,6 +41,7 @@ from keyhouse.accounts.schemas import Account, CreateAccountRequest, LimitsUpdat
 from keyhouse.accounts.service import AccountService
 from keyhouse.audit.service import CLI, AuditService, event_object
 from keyhouse.config import MAX_WORKERS, Settings, load_settings, settings_error_line
+from keyhouse.db.capacity import read_budget, size_pools
 from keyhouse.db.migrate import Migration, database_revision, head_revision, migrate
 from keyhouse.db.session import DbSession
 from keyhouse.environments.schemas import CreateEnvironmentRequest, Environment
@@ -59,11 +61,21 @@ from keyhouse.keys.service import KeyService
 from keyhouse.limits.plan import current_period
 from keyhouse.limits.repository import UsageRepository
 from keyhouse.limits.service import usage_object
+from keyhouse.logs import configure_logging, get_logger, route_stdlib_logging
 from keyhouse.runtime import Runtime, load_secrets
-from keyhouse.serving import check_port, serve_socket, serve_workers, tcp_socket
+from keyhouse.serving import (
+    check_port,
+    proxy_options,
+    serve_socket,
+    serve_workers,
+    tcp_socket,
+)
 from keyhouse.timeutil import utcnow
 
 __all__ = ["CliError", "app", "main"]
+
+# serve's own lines (where it serves, the data directory), JSON like the server's.
+serve_log = get_logger("keyhouse.serve")
 
 T = TypeVar("T")
 
@@ -554,9 +566,25 @@ def serve(
 ) -> None:
     """Serve the API (creating or migrating the keyhouse first).
 
-    Logs go to stderr.
+    Logs go to stderr, one JSON object a line (uvicorn's too).
     """
     settings = _settings()
+    configure_logging(settings.log_level)
+    # The address first: a taken port is one line and exit 1, before anything
+    # is created or migrated.
+    sock: socket.socket | None = None
+    try:
+        if workers > 1:
+            check_port(host, port)
+        else:
+            sock = tcp_socket(host, port, reuse_port=False)
+    except OSError as exc:
+        fail("address_in_use", f"cannot listen on {host}:{port}: {exc.strerror}")
+    if not settings.is_sqlite and not settings.missing_secrets():
+        # Before anything logs: a refusal is one line. (Missing secrets: _create says so.)
+        settings = _fit_pools(settings, workers)
+    # From here every line is JSON, the migration's (alembic) and uvicorn's too.
+    route_stdlib_logging(settings.log_level)
     # Before any worker starts: the generated secrets are written once, and
     # the schema is at head.
     run(settings, lambda: _create(settings))
@@ -567,50 +595,74 @@ def serve(
         "access_log": False,
         "log_level": settings.log_level,
         "server_header": False,
+        **proxy_options(settings.trusted_proxies),
     }
     if workers > 1:
         # The workers read their settings from the environment: tell them how
         # many they are, so usage is counted where all of them see it.
         os.environ["KEYHOUSE_WORKERS"] = str(workers)
         if not settings.redis_url:
-            print(
-                f"keyhouse: warning: {workers} workers without KEYHOUSE_REDIS_URL: the monthly "
-                "quota is counted in the database (exact, one write per request); rate "
-                "limits hold per worker",
-                file=sys.stderr,
+            serve_log.warning(
+                "workers_without_redis",
+                workers=workers,
+                detail="without KEYHOUSE_REDIS_URL the monthly quota is counted in the "
+                "database (exact, one write per request); rate limits hold per worker",
             )
-        try:
-            check_port(host, port)
-        except OSError as exc:
-            fail("address_in_use", f"cannot listen on {host}:{port}: {exc.strerror}")
         _announce_data_dir(settings)
         serve_workers(host, port, workers, options)
     else:
         # The worker's way, in this process: its own IPPROTO_TCP socket (bound
-        # here, so a taken port is one line and exit 1) and serve_socket.
-        try:
-            sock = tcp_socket(host, port, reuse_port=False)
-        except OSError as exc:
-            fail("address_in_use", f"cannot listen on {host}:{port}: {exc.strerror}")
+        # above) and serve_socket.
+        assert sock is not None
         from keyhouse.app import create_app
 
         _announce_data_dir(settings)
-        print(
-            f"keyhouse: serving on http://{host}:{sock.getsockname()[1]} (pid {os.getpid()})",
-            file=sys.stderr,
+        serve_log.info(
+            "serving", url=f"http://{host}:{sock.getsockname()[1]}", workers=1, pid=os.getpid()
         )
         serve_socket(sock, {**options, "app": create_app(settings)})
+
+
+def _fit_pools(settings: Settings, workers: int) -> Settings:
+    """The settings with each process's pool sized to its share of PostgreSQL's
+    connections (``db/capacity.py``); the workers read it from the environment."""
+    budget = run(settings, lambda: read_budget(settings))
+    try:
+        sizes = size_pools(
+            budget.connections, workers, settings.db_pool_size, settings.db_max_overflow
+        )
+    except ValueError as exc:
+        fail("configuration_error", str(exc))
+    report = serve_log.warning if sizes.reduced else serve_log.info
+    report(
+        "database_pool",
+        workers=workers,
+        pool_size=sizes.pool_size,
+        max_overflow=sizes.max_overflow,
+        connections_per_process=sizes.per_process,
+        budget=budget.connections,
+        server_max_connections=budget.max_connections,
+        in_use_by_others=budget.in_use,
+        reduced=sizes.reduced,
+    )
+    if not sizes.reduced:
+        return settings
+    os.environ["KEYHOUSE_DB_POOL_SIZE"] = str(sizes.pool_size)
+    os.environ["KEYHOUSE_DB_MAX_OVERFLOW"] = str(sizes.max_overflow)
+    return settings.model_copy(
+        update={"db_pool_size": sizes.pool_size, "db_max_overflow": sizes.max_overflow}
+    )
 
 
 def _announce_data_dir(settings: Settings) -> None:
     """Where the keyhouse is, and how the CLI elsewhere finds it (the default database only)."""
     if settings.generates_secrets:
         data_dir = settings.data_dir.resolve()
-        print(
-            f"keyhouse: data directory {data_dir}; the keyhouse command uses it when run "
-            f"here or with KEYHOUSE_DATA_DIR={data_dir} (`keyhouse admin-token` prints the "
-            "operator token)",
-            file=sys.stderr,
+        serve_log.info(
+            "data_directory",
+            data_dir=str(data_dir),
+            detail=f"the keyhouse command uses it when run here or with "
+            f"KEYHOUSE_DATA_DIR={data_dir} (`keyhouse admin-token` prints the operator token)",
         )
 
 

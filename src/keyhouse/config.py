@@ -8,6 +8,7 @@ run with different settings.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -28,6 +29,30 @@ PLAN_LIMIT_MAX = 2**31 - 1
 MAX_WORKERS = 256
 
 
+# The URLs PostgreSQL's own tools and hosting providers hand out (libpq's
+# form, https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING-URIS):
+# keyhouse reads them as asyncpg's, its one PostgreSQL driver.
+_LIBPQ_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _asyncpg_url(url: str) -> str:
+    """A libpq URL as SQLAlchemy's asyncpg one; libpq's ``sslmode`` is asyncpg's ``ssl``
+    (the same values: disable, allow, prefer, require, verify-ca, verify-full).
+
+    asyncpg refuses ``sslmode`` as a keyword (``connect() got an unexpected
+    keyword argument 'sslmode'``, tried): without the rename a provider's
+    ``?sslmode=require`` URL could not connect.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url).set(drivername="postgresql+asyncpg")
+    query = dict(parsed.query)
+    if "sslmode" in query and "ssl" not in query:
+        query["ssl"] = query.pop("sslmode")
+        parsed = parsed.set(query=query)
+    return parsed.render_as_string(hide_password=False)
+
+
 class Settings(BaseSettings):
     """keyhouse's settings. See the README for each one."""
 
@@ -42,7 +67,8 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy async URL; default: SQLite in the data directory.",
+        description="postgresql://... (asyncpg), or a SQLAlchemy async URL; default: SQLite "
+        "in the data directory.",
     )
     encryption_keys: SecretStr | None = Field(
         default=None,
@@ -97,6 +123,13 @@ class Settings(BaseSettings):
         default=10, ge=1, le=1000, description="PostgreSQL connections kept open."
     )
     db_max_overflow: int = Field(default=20, ge=0, le=1000)
+    db_max_connections: int | None = Field(
+        default=None,
+        ge=2,
+        le=100_000,
+        description="PostgreSQL connections all serve processes together may open; unset: "
+        "the server's max_connections less its reserved ones and those in use at start.",
+    )
     db_connect_timeout_seconds: float = Field(
         default=2.0,
         gt=0,
@@ -105,6 +138,11 @@ class Settings(BaseSettings):
     )
     db_pool_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="Waiting for a free pooled connection."
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Addresses or networks (comma-separated) of the proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto keyhouse believes; unset: none.",
     )
     log_level: str = "info"
     default_max_keys: int | None = Field(default=100, ge=0, le=PLAN_LIMIT_MAX)
@@ -130,6 +168,22 @@ class Settings(BaseSettings):
             raise ValueError("use redis://host:6379/0 (or rediss://, unix://)")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        networks = []
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{item.strip()[:64]!r} is not an IP address or network; list the "
+                    "proxies' addresses, e.g. 10.0.0.5,10.1.0.0/16"
+                ) from None
+        return ",".join(networks)
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -143,9 +197,12 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
+        if value.startswith(_LIBPQ_SCHEMES):
+            return _asyncpg_url(value)
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError(
-                "use sqlite+aiosqlite:///path/to/file.db or postgresql+asyncpg://user@host/db"
+                "use postgresql://user@host/db (or postgresql+asyncpg://) "
+                "or sqlite+aiosqlite:///path/to/file.db"
             )
         return value
 

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from pydantic_core import to_json
 
-__all__ = ["LineWriter", "configure_logging", "get_logger"]
+__all__ = ["LineWriter", "configure_logging", "get_logger", "route_stdlib_logging"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
@@ -83,3 +83,35 @@ def configure_logging(level: str = "info") -> None:
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+class _StructlogHandler(logging.Handler):
+    """A stdlib record as one of keyhouse's JSON lines (``logger``: where it came from)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format
+            event = str(record.msg)
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            fields["exc_info"] = record.exc_info
+        structlog.get_logger(record.name).log(record.levelno, event, **fields)
+
+
+def route_stdlib_logging(level: str = "info") -> None:
+    """Every stdlib logger's records (uvicorn's start and stop, asyncio's, Python's
+    warnings) written as keyhouse's JSON lines, through the same structlog pipeline.
+
+    For ``keyhouse serve``: uvicorn runs with ``log_config=None`` and its
+    loggers propagate here. Its own formatter wrote plain text ("INFO:
+    Started server process [123]") among the JSON lines (issue 13). Call
+    ``configure_logging`` first; calling this again replaces the handler.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StructlogHandler):
+            root.removeHandler(handler)
+    root.addHandler(_StructlogHandler())
+    root.setLevel(_LEVELS.get(level, logging.INFO))
+    logging.captureWarnings(True)

@@ -3,6 +3,17 @@
 FastAPI documents a 422 on every route with parameters; keyhouse answers
 400 ``validation_error`` instead, so the 422 and its schemas are removed.
 
+An optional body (``POST /keys/{id}/roll``) is documented as the model with
+``required: false``, not as FastAPI's ``anyOf: [model, null]``: from that,
+openapi-python-client made a client whose call without a body sent its
+``UNSET`` marker as JSON and failed (``TypeError``) before any request
+(``tests/clients/test_generated_client.py``).
+
+Operation ids are the endpoint's name in camelCase (``list_keys`` ->
+``listKeys``), or the route's explicit ``operation_id``: generated clients
+name their calls after them (FastAPI's default, ``list_keys_keys_get``, made
+``openapi-python-client`` write ``list_keys_keys_get.sync(...)``).
+
 Authentication is declared per operation: ``accountKey`` (an account's
 secret key) on the account API, ``adminToken`` on the operator API,
 ``verifyToken`` or ``adminToken`` on ``POST /verify``, none on the meta
@@ -21,7 +32,7 @@ from fastapi.routing import APIRoute
 
 from keyhouse.schemas import ErrorResponse
 
-__all__ = ["error_responses", "install_openapi"]
+__all__ = ["error_responses", "install_openapi", "operation_id"]
 
 # The seed's descriptions where it has one.
 _DESCRIPTIONS = {
@@ -71,6 +82,17 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
 }
 
 
+def operation_id(route: APIRoute) -> str:
+    """The route's OpenAPI operation id: its endpoint's name in camelCase.
+
+    FastAPI's ``generate_unique_id_function``; a route with an explicit
+    ``operation_id`` keeps it. Uniqueness is checked by the tests, not here:
+    two endpoints of one name would be a mistake to fix, not to number.
+    """
+    head, *rest = route.name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def _calls(dependant: Dependant) -> set[str]:
     """The qualified names of every dependency ``dependant`` needs, transitively."""
     names: set[str] = set()
@@ -108,6 +130,21 @@ def _api_routes(app: FastAPI) -> list[APIRoute]:
     return found
 
 
+def _optional_body(operation: dict[str, Any]) -> None:
+    """An optional body as the model itself, not ``anyOf: [model, null]`` (see above)."""
+    body = operation.get("requestBody")
+    if body is None or body.get("required"):
+        return
+    for media in body.get("content", {}).values():
+        choices = media.get("schema", {}).get("anyOf")
+        if not choices:
+            continue
+        refs = [choice for choice in choices if choice != {"type": "null"}]
+        if len(refs) == 1 and len(choices) == 2:
+            media["schema"] = refs[0]
+    body["required"] = False
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -122,6 +159,7 @@ def install_openapi(app: FastAPI) -> None:
             for operation in path_item.values():
                 if isinstance(operation, dict):
                     operation.get("responses", {}).pop("422", None)
+                    _optional_body(operation)
         for route in _api_routes(app):
             security = _security(route)
             if security is None:

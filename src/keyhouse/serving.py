@@ -29,9 +29,13 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-__all__ = ["check_port", "main", "serve_socket", "serve_workers", "tcp_socket"]
+from keyhouse.logs import configure_logging, get_logger, route_stdlib_logging
+
+__all__ = ["check_port", "main", "proxy_options", "serve_socket", "serve_workers", "tcp_socket"]
 
 _STOP_TIMEOUT = 30.0
+
+log = get_logger("keyhouse.serving")
 
 
 def tcp_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -52,6 +56,20 @@ def check_port(host: str, port: int) -> None:
 KEYHOUSE_APP = "keyhouse.app:app_from_env"
 
 
+def proxy_options(trusted_proxies: str) -> dict[str, Any]:
+    """uvicorn's proxy options: ``X-Forwarded-*`` believed from ``trusted_proxies`` only.
+
+    uvicorn's defaults believe them from 127.0.0.1 and ::1 (or
+    ``FORWARDED_ALLOW_IPS``): any local client, a co-located process or a
+    proxy that passes the header on unchanged, wrote the address of its
+    choice into the audit log and into the failed-authentication limit's
+    key (issue 13). With no trusted proxy the headers are not read at all.
+    """
+    if not trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted_proxies.split(",")}
+
+
 def serve_socket(sock: socket.socket, options: dict[str, Any]) -> None:
     """Serve ``options["app"]`` with uvicorn on ``sock`` until SIGTERM/SIGINT.
 
@@ -61,10 +79,15 @@ def serve_socket(sock: socket.socket, options: dict[str, Any]) -> None:
     """
     import uvicorn
 
+    # Every line JSON, uvicorn's too: its loggers propagate to keyhouse's
+    # handler instead of its own text formatter (logs.route_stdlib_logging).
+    level = options.get("log_level", "info")
+    configure_logging(level)
+    route_stdlib_logging(level)
     # As uvicorn.run: after its graceful shutdown uvicorn raises the signal
     # again, and SIGINT's default is KeyboardInterrupt (exit 130 from Typer).
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(uvicorn.Config(**options)).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(**{**options, "log_config": None})).run(sockets=[sock])
 
 
 def _worker(host: str, port: int, options: dict[str, Any]) -> None:
@@ -97,19 +120,18 @@ def serve_workers(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     procs = [start() for _ in range(workers)]
-    print(
-        f"keyhouse: serving on http://{host}:{port} with {workers} workers "
-        f"(pids {', '.join(str(p.pid) for p in procs)})",
-        file=sys.stderr,
+    log.info(
+        "serving",
+        url=f"http://{host}:{port}",
+        workers=workers,
+        pids=[p.pid for p in procs],
+        pid=os.getpid(),
     )
     try:
         while not stopping:
             for i, proc in enumerate(procs):
                 if not proc.is_alive() and not stopping:
-                    print(
-                        f"keyhouse: worker {proc.pid} exited ({proc.exitcode}); starting another",
-                        file=sys.stderr,
-                    )
+                    log.warning("worker_exited", worker_pid=proc.pid, exit_code=proc.exitcode)
                     procs[i] = start()
             time.sleep(0.2)
     finally:
@@ -120,8 +142,10 @@ def serve_workers(
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
+                log.warning("worker_killed", worker_pid=proc.pid, after_seconds=_STOP_TIMEOUT)
                 proc.kill()
                 proc.join()
+        log.info("stopped", pid=os.getpid())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             p for p in (args.app_dir, os.environ.get("PYTHONPATH")) if p
         )
     check_port(args.host, args.port)
+    configure_logging("warning")
     options = {"access_log": False, "log_level": "warning", "server_header": False}
     serve_workers(args.host, args.port, args.workers, options, app=args.app, factory=False)
 

@@ -61,7 +61,8 @@ def make_serve(clone: Path) -> Iterator[Served]:
         proc = subprocess.Popen(
             ["make", "serve", f"PORT={port}"],
             cwd=clone,
-            env=clean_env(KEYHOUSE_LOG_LEVEL="warning"),
+            # As a newcomer runs it: no setting (the data directory is said at info).
+            env=clean_env(),
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -106,6 +106,7 @@ async def update_account(
     "",
     response_model=AccountWithUsage,
     summary="The caller's account",
+    operation_id="getCurrentAccount",
     responses=error_responses(400, 401, 403, 429),
 )
 async def my_account(

@@ -378,16 +378,20 @@ class Database:
 
     @property
     def asyncpg_dsn(self) -> str:
-        """The URL as asyncpg takes it (for LISTEN on a connection of its own).
+        """The URL as asyncpg takes it (for LISTEN on a connection of its own)."""
+        return self.asyncpg_dsn_of(self.url)
 
-        SQLAlchemy's asyncpg dialect takes TLS as ``?ssl=require``; in a DSN
-        asyncpg reads ``sslmode`` and sends any other parameter to the
-        server as a setting, which refuses ``ssl``: the listener would never
-        connect.
+    @staticmethod
+    def asyncpg_dsn_of(sqlalchemy_url: str) -> str:
+        """A SQLAlchemy URL as an asyncpg DSN.
+
+        In a DSN asyncpg reads libpq's ``sslmode``; an ``ssl`` there is sent to
+        the server as a setting, which refuses it ("parameter "ssl" cannot be
+        changed now", tried): the keyword SQLAlchemy passes goes back to its name.
         """
-        url = make_url(self.url).set(drivername="postgresql")
+        url = make_url(sqlalchemy_url).set(drivername="postgresql")
         query = dict(url.query)
-        if "ssl" in query:
+        if "ssl" in query and "sslmode" not in query:
             query["sslmode"] = query.pop("ssl")
             url = url.set(query=query)
         return url.render_as_string(hide_password=False)

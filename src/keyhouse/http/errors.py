@@ -54,8 +54,14 @@ def error_body(tracking_id: str, exc: errors.KeyhouseError) -> dict[str, Any]:
 
 
 def error_response(tracking_id: str, exc: errors.KeyhouseError) -> JSONResponse:
-    """The envelope for ``exc``; a 5xx is logged (its code only: no request data)."""
-    if exc.status_code >= 500:
+    """The envelope for ``exc``; a 5xx is logged (its code only: no request data).
+
+    A 503 is an expected refusal (the database or a dependency is away, and
+    keyhouse says so; ``/readyz`` during an outage): a warning, not an error.
+    """
+    if exc.status_code == 503:
+        log.warning("service_unavailable", code=str(exc.code))
+    elif exc.status_code >= 500:
         log.error("server_error", code=str(exc.code))
     return JSONResponse(
         error_body(tracking_id, exc), status_code=exc.status_code, headers=exc.headers

@@ -54,6 +54,7 @@ from keyhouse.audit.service import Actor
 from keyhouse.db.engine import CONFIRM_COMMIT
 from keyhouse.db.session import DbSession
 from keyhouse.http.errors import validation_error
+from keyhouse.http.query_names import query_names, refuse_unknown
 from keyhouse.idempotency import schemas as idempotency
 from keyhouse.idempotency.service import IdempotencyService, fingerprint, parse_key
 from keyhouse.keys import changes
@@ -508,6 +509,17 @@ def direct(handler: Handler) -> Callable[[Endpoint], Endpoint]:
     return mark
 
 
+def _known_query(handler: Handler, allowed: frozenset[str]) -> Handler:
+    """``handler`` behind the query check every route has (``http/query_names.py``):
+    what the app-wide dependency does for routes that FastAPI's solver serves."""
+
+    async def handle(request: Request) -> Response:
+        refuse_unknown(request.scope["query_string"], allowed)
+        return await handler(request)
+
+    return handle
+
+
 class DirectRoute(APIRoute):
     """keyhouse's route: a ``@direct`` endpoint is answered by its handler, and a route
     with an idempotency step has its answers stored (``_idempotent``).
@@ -520,7 +532,14 @@ class DirectRoute(APIRoute):
     @property
     def direct_handler(self) -> Handler | None:
         handler: Handler | None = getattr(self.endpoint, _DIRECT, None)
-        return handler
+        if handler is None:
+            return None
+        # One wrapped handler per route: the router and the middleware call the same.
+        checked: Handler | None = self.__dict__.get("_checked_direct_handler")
+        if checked is None:
+            checked = _known_query(handler, query_names(self))
+            self.__dict__["_checked_direct_handler"] = checked
+        return checked
 
     def get_route_handler(self) -> Handler:
         direct_handler = self.direct_handler

@@ -327,6 +327,7 @@ async def _verify(request: Request) -> Response:
     "/verify",
     response_model=VerifyResponse,
     summary="Verify a key",
+    operation_id="verifyKey",
     responses=error_responses(400, 401, 403, 413, 415, 429),
 )
 @direct(_verify)

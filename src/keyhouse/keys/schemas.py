@@ -31,7 +31,7 @@ MAX_ROLL_GRACE_SECONDS = 604_800
 
 
 class ListKeysQuery(BaseModel):
-    """The filters of ``GET /keys``, each optional; unknown parameters are ignored."""
+    """The filters of ``GET /keys``, each optional; another parameter is refused (400)."""
 
     environmentId: str | None = Field(
         None, pattern=r"^env_[0-9A-Za-z]{1,60}$", description="Only keys of this environment."
