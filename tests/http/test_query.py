@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from keyhouse.http.middleware import MAX_QUERY_BYTES
 from keyhouse.http.query import CREDENTIAL_NAMES, holds_key
 from keyhouse.ids import new_id
 from keyhouse.keys.format import ALPHABET, KeyFormat, KeyType, checksum
@@ -145,6 +146,18 @@ class TestHoldsKey:
 
 
 class TestOverHttp:
+    async def test_a_query_over_the_bound_is_400_before_any_work(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        # A crafted 60 KB query cost ~94 ms of CPU in the key check.
+        account = await create_account(runtime)
+        at_bound = "environmentId=" + "a" * (MAX_QUERY_BYTES - len("environmentId="))
+        response = await client.get(f"/keys?{at_bound}", headers=account.auth)
+        assert "bytes" not in response.json()["error"]["message"]  # refused for the id, not size
+        response = await client.get(f"/keys?{at_bound}a", headers=account.auth)
+        expect_error(response, 400, "validation_error")
+        assert str(MAX_QUERY_BYTES) in response.json()["error"]["message"]
+
     @pytest.mark.parametrize("kind", ["native", "imported"])
     async def test_the_issues_examples_are_400_key_in_query(
         self, client: httpx.AsyncClient, runtime: Runtime, kind: str
