@@ -144,6 +144,13 @@ class Settings(BaseSettings):
         description="Addresses or networks (comma-separated) of the proxies whose "
         "X-Forwarded-For and X-Forwarded-Proto keyhouse believes; unset: none.",
     )
+    events_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36_500,
+        description="Audit events older than this many days are deleted (hourly, by each "
+        "serving process); unset: kept.",
+    )
     log_level: str = "info"
     default_max_keys: int | None = Field(default=100, ge=0, le=PLAN_LIMIT_MAX)
     default_monthly_requests: int | None = Field(default=None, ge=0, le=PLAN_LIMIT_MAX)

@@ -14,9 +14,9 @@ import re
 import secrets
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["ID_PATTERN", "ID_RE", "is_id", "new_id", "new_ulid"]
+__all__ = ["ID_PATTERN", "ID_RE", "id_floor", "is_id", "new_id", "new_ulid"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_MAX = (1 << 80) - 1
@@ -81,3 +81,18 @@ def _ms_to_datetime(ms: int) -> datetime:
     # Integer arithmetic: ms / 1000 as a float can land one microsecond short.
     seconds, millis = divmod(ms, 1000)
     return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=millis * 1000)
+
+
+def id_floor(prefix: str, when: datetime) -> str:
+    """The smallest ``<prefix>_<ULID>`` made at ``when`` (millisecond) or later.
+
+    Ids sort by the time they carry: every id of ``prefix`` made before
+    ``when``'s millisecond sorts below it, every later one at or above. A
+    range of time is then a range of the primary key (the audit log's
+    retention deletes by it: no index on ``created_at`` needed).
+    """
+    ms = (when - _EPOCH) // timedelta(milliseconds=1)
+    return f"{prefix}_{_encode_ulid(max(ms, 0), 0)}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -3,8 +3,9 @@
 Built by ``create_app``'s lifespan and by the CLI, then handed to services;
 nothing here is global. A serving process also runs background loops
 (``start``): the ``lastUsedAt`` and usage flushes, the purge of expired
-idempotency records and, on PostgreSQL, the change listener; ``close``
-stops them and writes what is pending.
+idempotency records, the audit log's retention
+(``KEYHOUSE_EVENTS_RETENTION_DAYS``) and, on PostgreSQL, the change
+listener; ``close`` stops them and writes what is pending.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from keyhouse.admin_tokens import AdminTokens, VerifyTokens, load_admin_tokens, load_verify_tokens
+from keyhouse.audit.retention import run_retention
 from keyhouse.config import Settings
 from keyhouse.db.engine import Database
 from keyhouse.db.notify import ChangeListener
@@ -118,6 +120,8 @@ class Runtime:
             self.limiter.run(settings.usage_flush_seconds),
             run_purge(self.db),
         ]
+        if settings.events_retention_days is not None:
+            loops.append(run_retention(self.db, settings.events_retention_days))
         if self.change_listener is not None:
             loops.append(self.change_listener.run())
         self._tasks = [asyncio.create_task(loop) for loop in loops]

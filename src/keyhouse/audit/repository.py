@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from keyhouse.db.session import DbSession
 from keyhouse.models import Event
@@ -38,3 +38,19 @@ class EventRepository:
         stmt = stmt.order_by(Event.id.desc()).limit(limit)
         result = await self.session.execute(stmt)
         return result.scalars().all()
+
+    async def delete_before(self, id_floor: str, *, limit: int, skip_locked: bool) -> int:
+        """Delete up to ``limit`` of the oldest events whose id sorts below ``id_floor``.
+
+        ``skip_locked`` (PostgreSQL): rows another process is deleting are
+        left to it, not waited for. Deleting what is gone deletes nothing:
+        several processes may prune at once.
+        """
+        oldest = select(Event.id).where(Event.id < id_floor).order_by(Event.id).limit(limit)
+        if skip_locked:
+            oldest = oldest.with_for_update(skip_locked=True)
+        result = await self.session.execute(
+            delete(Event).where(Event.id.in_(oldest.scalar_subquery()))
+        )
+        deleted: int = getattr(result, "rowcount", 0) or 0
+        return deleted
