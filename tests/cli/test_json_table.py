@@ -151,6 +151,7 @@ COMMANDS: dict[str, tuple[Args, str | None]] = {
     "key revoke": (lambda s: ["key", "revoke", s.spare_key], "key_"),
     "events": (lambda s: ["events", "--account", s.account, "--limit", "2"], None),
     "admin-token": (lambda s: ["admin-token"], None),
+    "key reencrypt": (lambda s: ["key", "reencrypt"], None),
 }
 
 
