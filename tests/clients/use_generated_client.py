@@ -32,6 +32,13 @@ from keyhouse_client.api.keys import (
 )
 from keyhouse_client.api.meta import healthz, readyz
 from keyhouse_client.api.operator import (
+    admin_create_key,
+    admin_get_key,
+    admin_list_events,
+    admin_list_keys,
+    admin_rename_key,
+    admin_revoke_key,
+    admin_roll_key,
     create_account,
     get_account,
     import_key,
@@ -99,6 +106,25 @@ def main(base_url: str, admin_token: str) -> None:
             ),
         ),
     )
+
+    # The operator's key API, on any account.
+    made = call(
+        "adminCreateKey",
+        admin_create_key.sync_detailed(
+            account_id,
+            client=admin,
+            body=CreateKeyRequest(name="ops", key_type=CreateKeyRequestKeytype.PUBLIC),
+        ),
+    )
+    call("adminListKeys", admin_list_keys.sync_detailed(account_id, client=admin))
+    call("adminGetKey", admin_get_key.sync_detailed(made.id, client=admin))
+    call(
+        "adminRenameKey",
+        admin_rename_key.sync_detailed(made.id, client=admin, body=RenameKeyRequest(name="o2")),
+    )
+    replaced = call("adminRollKey", admin_roll_key.sync_detailed(made.id, client=admin))
+    call("adminRevokeKey", admin_revoke_key.sync_detailed(replaced.id, client=admin))
+    call("adminListEvents", admin_list_events.sync_detailed(client=admin))
 
     call("getCurrentAccount", get_current_account.sync_detailed(client=account))
     environment = call(

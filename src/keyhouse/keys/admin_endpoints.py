@@ -71,7 +71,7 @@ async def admin_list_keys(
     status_code=201,
     summary="Create a key for an account",
     dependencies=[AdminIdempotency],
-    responses=error_responses(400, 401, 402, 403, 404, 413, 415, 429),
+    responses=error_responses(400, 401, 402, 403, 404, 409, 413, 415, 429),
 )
 async def admin_create_key(
     account_id: str,
