@@ -118,6 +118,17 @@ class DatabaseUnreachable(ConnectionError):
     """Not tried: the database failed to answer a moment ago (``Reachability``)."""
 
 
+def _timed_out(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    for _ in range(4):  # the error, what it wraps (DBAPIError.orig), its cause
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 class Reachability:
     """After the database failed to answer, no new connection is tried for ``window`` s.
 
@@ -157,8 +168,12 @@ class Reachability:
         started = time.monotonic()
         try:
             connection = dialect.connect(*cargs, **cparams)
-        except (OSError, exc.DBAPIError):  # refused, unreachable, timed out
-            self.failed(started)
+        except (OSError, exc.DBAPIError) as error:  # refused, unreachable, timed out
+            # Only a connect that got no answer opens the window: a refused
+            # one fails at once anyway (nothing to bound), and gating it made
+            # the first request after the database came back a 503 too.
+            if _timed_out(error):
+                self.failed(started)
             raise
         self._answered_at = time.monotonic()
         return connection
