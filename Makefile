@@ -31,6 +31,16 @@ $(CLIENTGEN)/.installed: | $(BIN)/python
 		'python-dateutil==2.9.0.post0'
 	touch $@
 
+# openapi-typescript, openapi-fetch and tsc, for tests/clients/test_typescript_client.py:
+# a TypeScript client generated from /openapi.json must work. Pinned in
+# package-lock.json; installed again when it changes. Only where npm is: without
+# node the test skips (and fails with CI=true).
+TSCLIENT := tests/clients/typescript
+$(TSCLIENT)/node_modules/.installed: $(TSCLIENT)/package-lock.json
+	cd $(TSCLIENT) && npm ci --no-audit --no-fund --silent
+	touch $@
+NODE_TEST_DEPS := $(if $(shell command -v npm 2>/dev/null),$(TSCLIENT)/node_modules/.installed)
+
 serve: $(VENV)/.installed
 	$(BIN)/keyhouse serve --host $(HOST) --port $(PORT)
 
@@ -44,7 +54,7 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix src tests fuzz
 	$(BIN)/ruff format src tests fuzz
 
-test: check scan $(CLIENTGEN)/.installed
+test: check scan $(CLIENTGEN)/.installed $(NODE_TEST_DEPS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Static security scan: no medium or high finding in src (offline).
