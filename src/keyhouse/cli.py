@@ -189,10 +189,29 @@ def _cli_fix(exc: errors.KeyhouseError, fixes: Fixes) -> str | None:
 
 
 def _settings() -> Settings:
+    """The settings of every command; from here on its log lines go to stderr."""
     try:
-        return load_settings()
+        settings = load_settings()
     except ValidationError as exc:
         fail("invalid_setting", settings_error_line(exc))
+    _log_to_stderr(settings)
+    return settings
+
+
+def _log_to_stderr(settings: Settings) -> None:
+    """A command's log lines: JSON on stderr at the settings' level, never on stdout.
+
+    Unconfigured, structlog prints to stdout in its console format: the
+    ``key_not_recoverable`` warning of ``key list --json`` (a key that no
+    configured encryption key decrypts) came out as a coloured text line
+    above the JSON object, which no longer parsed (tests/cli/test_logging.py).
+    Stdlib loggers get the same JSON lines, but not below warning: alembic
+    logs each migration step at INFO ("Running upgrade ..."), which Python's
+    last-resort handler never showed, and ``migrate`` says what it did itself.
+    ``serve`` lowers that to the settings' level once it serves.
+    """
+    configure_logging(settings.log_level)
+    route_stdlib_logging("error" if settings.log_level == "error" else "warning")
 
 
 def _first_line(exc: BaseException) -> str:
