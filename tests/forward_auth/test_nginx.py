@@ -76,7 +76,7 @@ class _Echo(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
