@@ -66,6 +66,8 @@ MIN_REQUESTS = 1000
 KEY_SHAPED = re.compile(r"\b((?:sk|pk)_)[0-9A-Za-z]{20,}")
 TRACKING_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
 DETAIL_MEMBERS = {"code", "message", "fix", "provider", "providerCode"}
+# The security schemes sent in a header of their own (the others are bearer tokens).
+HEADER_SCHEMES = {"forwardToken": "X-Keyhouse-Forward-Token"}
 
 
 # -- the envelope check -------------------------------------------------------------------
@@ -149,12 +151,19 @@ def test_envelope_check_rejects_what_is_not_the_envelope() -> None:
 class Live:
     schema: schemathesis.BaseSchema
     credentials: dict[str, str]  # security scheme -> token
-    security: dict[str, str | None]  # operation label -> security scheme
+    # operation label -> the security schemes it needs together (/forward-auth: two)
+    security: dict[str, tuple[str, ...]]
     secrets_: tuple[str, ...]
 
     def headers_for(self, case: Case[Any]) -> dict[str, str]:
-        scheme = self.security[case.operation.label]
-        return {} if scheme is None else {"Authorization": f"Bearer {self.credentials[scheme]}"}
+        headers = {}
+        for scheme in self.security[case.operation.label]:
+            name = HEADER_SCHEMES.get(scheme)
+            if name is not None:
+                headers[name] = self.credentials[scheme]
+            else:
+                headers["Authorization"] = f"Bearer {self.credentials[scheme]}"
+        return headers
 
     def scrub(self, text: str) -> str:
         """``text`` without the run's credentials or any key (a response body may hold one)."""
@@ -295,13 +304,20 @@ def start_live(make_settings: Callable[..., Settings], **overrides: Any) -> Iter
         )
         schema = schemathesis.openapi.from_dict(with_links(spec), config=config)
         schema.app = app
-        security: dict[str, str | None] = {}
+        security: dict[str, tuple[str, ...]] = {}
         for operation in operations(schema):
             declared = operation.definition.raw.get("security") or [{}]
-            security[operation.label] = next(iter(declared[0]), None)
+            security[operation.label] = tuple(declared[0])
         yield Live(
             schema=schema,
-            credentials={"accountKey": key, "adminToken": admin_token, "verifyToken": verify_token},
+            credentials={
+                "accountKey": key,
+                "adminToken": admin_token,
+                "verifyToken": verify_token,
+                # /forward-auth: the proxy's token and the client's key
+                "forwardToken": verify_token,
+                "forwardedKey": key,
+            },
             security=security,
             secrets_=(key, admin_token, verify_token),
         )
@@ -369,12 +385,15 @@ def test_failed_authentication_throttle(make_settings: Callable[..., Settings]) 
         run = Run()
         statuses: set[int] = set()
         for operation in operations(live.schema):
-            if live.security[operation.label] is None:
+            if not live.security[operation.label]:
                 continue
             params = {p.name: "x" for p in operation.path_parameters}
             case = operation.Case(path_parameters=params)
+            # A wrong key or token; any other credential the operation needs is right
+            # (/forward-auth: the proxy's token, without which the key is not looked at).
+            wrong = {**live.headers_for(case), "Authorization": "Bearer wrong-token-0123456789"}
             for _ in range(2):
-                response = case.call(headers={"Authorization": "Bearer wrong-token-0123456789"})
+                response = case.call(headers=wrong)
             statuses.add(response.status_code)
             try:
                 case.validate_response(response, checks=[status_code_conformance, run.envelope])

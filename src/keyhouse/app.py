@@ -22,6 +22,8 @@ from keyhouse.audit.endpoints import admin_router as events_admin_router
 from keyhouse.audit.endpoints import router as events_router
 from keyhouse.config import Settings, load_settings
 from keyhouse.environments.endpoints import router as environments_router
+from keyhouse.forward_auth.endpoints import ForwardAuthAnswers
+from keyhouse.forward_auth.endpoints import router as forward_auth_router
 from keyhouse.http.errors import install_error_handlers
 from keyhouse.http.middleware import RequestMiddleware
 from keyhouse.http.pipeline import direct_routes
@@ -86,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Hot routes first: routing tries them in this order.
     app.include_router(verify_router)
     app.include_router(keys_router)
+    app.include_router(forward_auth_router)
     app.include_router(environments_router)
     app.include_router(account_router)
     app.include_router(events_router)
@@ -101,6 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
         key_format=KeyFormat(settings.key_prefix_secret, settings.key_prefix_public),
         direct=direct_routes(app.routes),
     )
+    # Outermost: it sees the answers RequestMiddleware's guards give too.
+    app.add_middleware(ForwardAuthAnswers)
     install_openapi(app)
     return app
 

@@ -29,6 +29,21 @@ PLAN_LIMIT_MAX = 2**31 - 1
 MAX_WORKERS = 256
 
 
+# KEYHOUSE_FORWARD_AUTH_HEADER: a plain header name (RFC 9110's token, narrowed to what
+# API key headers use), and none whose meaning is HTTP's or keyhouse's own.
+_HEADER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+_RESERVED_HEADERS = frozenset(
+    {
+        "authorization",
+        "content-type",
+        "content-length",
+        "host",
+        "cookie",
+        "x-keyhouse-forward-token",
+    }
+)
+
+
 # The URLs PostgreSQL's own tools and hosting providers hand out (libpq's
 # form, https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING-URIS):
 # keyhouse reads them as asyncpg's, its one PostgreSQL driver.
@@ -84,6 +99,11 @@ class Settings(BaseSettings):
         "(for services that only verify keys). Unset: none.",
     )
     redis_url: str | None = None
+    forward_auth_header: str | None = Field(
+        default=None,
+        description="A header (e.g. X-Api-Key) from which forward auth and the gateway also "
+        "read the raw key; unset: Authorization: Bearer only.",
+    )
     key_prefix_secret: str = "sk_"  # noqa: S105 (a prefix, not a secret)
     key_prefix_public: str = "pk_"
     list_reveals_keys: bool = Field(
@@ -173,6 +193,20 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("use redis://host:6379/0 (or rediss://, unix://)")
+        return value
+
+    @field_validator("forward_auth_header")
+    @classmethod
+    def _check_forward_auth_header(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip()
+        if not _HEADER_NAME_RE.fullmatch(value):
+            raise ValueError("a header name is 1-64 letters, digits and '-', e.g. X-Api-Key")
+        if value.lower() in _RESERVED_HEADERS:
+            raise ValueError(
+                f"{value} is not a header for a raw key (Authorization: Bearer is always read)"
+            )
         return value
 
     @field_validator("trusted_proxies")

@@ -13,7 +13,9 @@ an encryption key or an admin token.
     │   ├── MalformedApiKey            401 malformed_api_key
     │   ├── InvalidApiKey              401 invalid_api_key
     │   ├── RevokedApiKey              401 revoked_api_key
-    │   └── ExpiredApiKey              401 expired_api_key
+    │   ├── ExpiredApiKey              401 expired_api_key
+    │   ├── ForwardTokenRequired       401 forward_token_required
+    │   └── InvalidForwardToken        401 invalid_forward_token
     ├── PaymentRequired                402 (abstract)
     │   ├── UsageLimitExceeded         402 usage_limit_exceeded
     │   └── KeyLimitReached            402 key_limit_reached
@@ -47,8 +49,10 @@ __all__ = [
     "ErrorCode",
     "ExpiredApiKey",
     "Forbidden",
+    "ForwardTokenRequired",
     "IdempotencyKeyReused",
     "InvalidApiKey",
+    "InvalidForwardToken",
     "KeyAlreadyRolled",
     "KeyInQuery",
     "KeyLimitReached",
@@ -80,6 +84,8 @@ class ErrorCode(StrEnum):
     INVALID_API_KEY = "invalid_api_key"
     REVOKED_API_KEY = "revoked_api_key"
     EXPIRED_API_KEY = "expired_api_key"
+    FORWARD_TOKEN_REQUIRED = "forward_token_required"  # noqa: S105 (an error code)
+    INVALID_FORWARD_TOKEN = "invalid_forward_token"  # noqa: S105 (an error code)
     USAGE_LIMIT_EXCEEDED = "usage_limit_exceeded"
     KEY_LIMIT_REACHED = "key_limit_reached"
     INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
@@ -171,6 +177,29 @@ class ExpiredApiKey(Unauthorized):
     code = ErrorCode.EXPIRED_API_KEY
     default_message = "The API key has expired."
     default_fix = "Use the key that replaced it (see its roll), or create a new one."
+
+
+class ForwardTokenRequired(Unauthorized):
+    """Forward auth without the proxy's token: the proxy is not configured, not the key wrong."""
+
+    code = ErrorCode.FORWARD_TOKEN_REQUIRED
+    default_message = "GET /forward-auth needs the proxy's token; the key was not looked at."
+    default_fix = (
+        "Configure the proxy to send 'X-Keyhouse-Forward-Token: <token>', a verify token "
+        "(KEYHOUSE_VERIFY_TOKENS) or an admin token; see deploy/ for examples."
+    )
+
+
+class InvalidForwardToken(Unauthorized):
+    code = ErrorCode.INVALID_FORWARD_TOKEN
+    default_message = (
+        "The proxy's X-Keyhouse-Forward-Token is not a verify or admin token; the key was "
+        "not looked at."
+    )
+    default_fix = (
+        "Set the proxy's X-Keyhouse-Forward-Token to one of KEYHOUSE_VERIFY_TOKENS (or an "
+        "admin token)."
+    )
 
 
 class PaymentRequired(KeyhouseError):

@@ -16,7 +16,8 @@ name their calls after them (FastAPI's default, ``list_keys_keys_get``, made
 
 Authentication is declared per operation: ``accountKey`` (an account's
 secret key) on the account API, ``adminToken`` on the operator API,
-``verifyToken`` or ``adminToken`` on ``POST /verify``, none on the meta
+``verifyToken`` or ``adminToken`` on ``POST /verify``, ``forwardToken``
+and ``forwardedKey`` together on ``/forward-auth``, none on the meta
 routes. It is read off each route's dependencies, so a route cannot
 authenticate one way and be documented another.
 """
@@ -74,6 +75,19 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "scheme": "bearer",
         "description": "An operator's admin token (`keyhouse admin-token` prints it).",
     },
+    "forwardToken": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Keyhouse-Forward-Token",
+        "description": "The proxy's token on `/forward-auth`: a verify token "
+        "(`KEYHOUSE_VERIFY_TOKENS`) or an admin token.",
+    },
+    "forwardedKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The client's key (secret or public) that a proxy forwards: "
+        "`Authorization: Bearer ...`.",
+    },
     "verifyToken": {
         "type": "http",
         "scheme": "bearer",
@@ -107,6 +121,9 @@ def _calls(dependant: Dependant) -> set[str]:
 
 def _security(route: APIRoute) -> list[dict[str, list[str]]] | None:
     calls = _calls(route.dependant)
+    if "get_forward_auth_caller" in calls:
+        # Both at once: the proxy's token and the client's key.
+        return [{"forwardToken": [], "forwardedKey": []}]
     if "get_verify_actor" in calls:
         return [{"verifyToken": []}, {"adminToken": []}]
     if "get_admin_actor" in calls:

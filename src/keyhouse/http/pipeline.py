@@ -4,8 +4,11 @@
 
 * credential: ``bearer_token``, from the request's one ``Authorization``
   header (``RequestMiddleware`` refuses a second one, for every route);
-* authenticate: ``get_caller`` (an account's key, through
-  ``keys.verify.Verifier``), ``get_admin_actor`` (the operator's token) or
+  ``forward_credential`` for a request a proxy hands on (forward auth, the
+  gateway): the same, or the header ``KEYHOUSE_FORWARD_AUTH_HEADER`` names;
+* authenticate: ``get_caller``/``get_forward_caller`` (an account's key,
+  through ``authenticate_token`` and ``keys.verify.Verifier``),
+  ``get_admin_actor`` (the operator's token) or
   ``get_verify_actor`` (``POST /verify``: an admin or a verify-only token);
   a verify-only token anywhere else is 403 (``verify_only``); failed
   attempts are counted per address (``failed_authentication``);
@@ -59,7 +62,7 @@ from keyhouse.idempotency import schemas as idempotency
 from keyhouse.idempotency.service import IdempotencyService, fingerprint, parse_key
 from keyhouse.keys import changes
 from keyhouse.keys.format import Kind
-from keyhouse.keys.verify import Caller, Verifier, bearer_of
+from keyhouse.keys.verify import MAX_AUTHORIZATION_LENGTH, Caller, Verifier, bearer_of
 from keyhouse.limits.service import meter, unmeter
 from keyhouse.runtime import Runtime
 
@@ -75,16 +78,21 @@ __all__ = [
     "SecretCallerDep",
     "SessionDep",
     "VerifyActorDep",
+    "authenticate_token",
+    "bearer_token",
     "direct",
     "direct_routes",
+    "forward_credential",
     "get_admin_actor",
     "get_admin_idempotency",
     "get_caller",
+    "get_forward_caller",
     "get_key_idempotency",
     "get_metered_caller",
     "get_runtime",
     "get_secret_caller",
     "get_verify_actor",
+    "may_verify",
     "metered_call",
     "read_body",
     "read_query",
@@ -196,9 +204,56 @@ def failed_authentication(
     )
 
 
+def forward_credential(request: Request, runtime: Runtime) -> str:
+    """The key of a request a proxy hands on (forward auth, the gateway).
+
+    ``Authorization: Bearer <key>``, or the raw key in the header that
+    ``KEYHOUSE_FORWARD_AUTH_HEADER`` names (``X-Api-Key``, say) when that is
+    set: APIs that take their key that way keep their clients unchanged.
+    Both sent, or that header sent twice: 400 ``validation_error`` (which of
+    two credentials counts is a guess keyhouse does not make, as with two
+    ``Authorization`` headers). Neither: 401 ``missing_api_key``.
+    """
+    name: str | None = runtime.settings.forward_auth_header
+    if name is not None:
+        wanted = name.lower().encode("latin-1")
+        headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+        values = [v.decode("latin-1") for k, v in headers if k == wanted]
+        if len(values) > 1:
+            raise errors.BadRequest(
+                f"The request has more than one {name} header.", fix=f"Send one {name} header."
+            )
+        if values:
+            if _header(request, b"authorization") is not None:
+                raise errors.BadRequest(
+                    f"The request has both the Authorization and the {name} header.",
+                    fix=f"Send the key in one of them: the raw key in {name}, or "
+                    "'Authorization: Bearer <key>'.",
+                )
+            token = values[0].strip()
+            if not token:
+                raise errors.MissingApiKey(
+                    f"The {name} header is empty.", fix=f"Send the key in the header {name}."
+                )
+            if len(token) > MAX_AUTHORIZATION_LENGTH:
+                raise errors.InvalidApiKey()
+            return token
+    return bearer_token(request)
+
+
 async def get_caller(request: Request, runtime: RuntimeDep) -> Caller:
     """Authenticate the request's key (any type); 401 when it does not pass."""
-    token = bearer_token(request)
+    return await authenticate_token(request, runtime, bearer_token(request))
+
+
+async def get_forward_caller(request: Request, runtime: RuntimeDep) -> Caller:
+    """Authenticate the key of a request a proxy hands on (``forward_credential``), any type."""
+    return await authenticate_token(request, runtime, forward_credential(request, runtime))
+
+
+async def authenticate_token(request: Request, runtime: Runtime, token: str) -> Caller:
+    """The caller ``token`` stands for; 401 when it does not pass, counted against the
+    client's address (429 when it keeps guessing); 403 for a verify-only token."""
     try:
         caller = await Verifier(runtime).authenticate(token, actor=request_actor(request, "key"))
     except errors.Unauthorized as exc:
@@ -279,6 +334,12 @@ def _is_verify_token(runtime: Runtime, token: str) -> bool:
     return runtime.verify_tokens is not None and runtime.verify_tokens.matches(token)
 
 
+def may_verify(runtime: Runtime, token: str) -> bool:
+    """Whether ``token`` may verify keys: an admin or a verify-only token (constant-time
+    comparisons, ``admin_tokens.py``). ``POST /verify`` and forward auth."""
+    return runtime.admin_tokens.matches(token) or _is_verify_token(runtime, token)
+
+
 def verify_only() -> errors.Forbidden:
     """The 403 for a verify-only token (``KEYHOUSE_VERIFY_TOKENS``) anywhere but ``/verify``."""
     return errors.Forbidden(
@@ -325,7 +386,7 @@ async def get_verify_actor(request: Request, runtime: RuntimeDep) -> Actor:
     verification may record; the event's actor is the key itself.
     """
     token = bearer_token(request)
-    if runtime.admin_tokens.matches(token) or _is_verify_token(runtime, token):
+    if may_verify(runtime, token):
         return request_actor(request, "admin")
     _refuse_operator_token(request, runtime, token)
 

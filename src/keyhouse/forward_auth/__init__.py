@@ -1,0 +1,1 @@
+"""Forward auth: ``/forward-auth``, asked by a proxy (nginx, Traefik, Envoy) before each request."""
