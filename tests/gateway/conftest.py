@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +20,14 @@ from typing import Any
 import httpx
 import pytest
 
+from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.gateway import create_gateway_app
-from tests.factories import expect_error, settings_env
+from keyhouse.runtime import Runtime
+from tests.conftest import run_sync
+from tests.factories import AccountWithKey, create_account, expect_error, settings_env
 from tests.limits.conftest import free_port
+from tests.limits.helpers import account_on_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER = "acme-api"
@@ -156,3 +163,70 @@ def expect_provider_error(response: httpx.Response, provider_code: str) -> dict[
     assert error["providerCode"] == provider_code, error["providerCode"]
     assert error["fix"]
     return body
+
+
+def _module_settings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: str
+) -> Settings:
+    data_dir = tmp_path_factory.mktemp("gateway") / "data"
+    data_dir.mkdir(mode=0o700)
+    if backend == "postgresql":
+        return Settings(
+            data_dir=data_dir,
+            database_url=request.getfixturevalue("pg_url"),
+            encryption_keys=f"test:{base64.b64encode(os.urandom(32)).decode()}",
+            admin_tokens=f"kh_admin_{secrets.token_urlsafe(32)}",
+        )
+    template: Path = request.getfixturevalue("template_db")
+    shutil.copyfile(template, data_dir / "keyhouse.db")
+    (data_dir / "keyhouse.db").chmod(0o600)
+    return Settings(data_dir=data_dir)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live_settings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """A keyhouse of the module's own (a live gateway per module, not per test), on
+    each backend: a copy of the migrated SQLite template, or the run's PostgreSQL."""
+    return _module_settings(request, tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def sqlite_live_settings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """``live_settings`` on SQLite only."""
+    return _module_settings(request, tmp_path_factory, "sqlite")
+
+
+async def _new_account(settings: Settings, limits: dict[str, Any]) -> AccountWithKey:
+    runtime = Runtime.build(settings, generate_secrets=False)
+    try:
+        if limits:
+            return await account_on_plan(runtime, **limits)
+        return await create_account(runtime)
+    finally:
+        await runtime.db.dispose()
+
+
+def new_account(settings: Settings, **limits: Any) -> AccountWithKey:
+    """An account made on the keyhouse of ``settings`` (from sync code: a live test)."""
+    account: AccountWithKey = run_sync(lambda: _new_account(settings, limits))
+    return account
+
+
+async def _usage(settings: Settings, acc: AccountWithKey) -> int:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://keyhouse") as client:
+            answer = await client.get("/account", headers=acc.auth)
+    requests: int = answer.json()["usage"]["requests"]
+    return requests
+
+
+def saved_usage(settings: Settings, acc: AccountWithKey) -> int:
+    """The account's usage this month as keyhouse's API reports it (what was saved)."""
+    used: int = run_sync(lambda: _usage(settings, acc))
+    return used

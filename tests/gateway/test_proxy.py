@@ -14,12 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import make_url
 
 from keyhouse.audit.service import CLI
 from keyhouse.config import Settings
 from keyhouse.keys.format import KeyFormat
 from keyhouse.keys.service import KeyService
 from keyhouse.runtime import Runtime
+from tests.db.test_outages import proxied
 from tests.factories import (
     bearer,
     create_account,
@@ -35,6 +37,7 @@ from tests.gateway.conftest import (
 )
 from tests.limits.conftest import free_port
 from tests.limits.helpers import account_on_plan
+from tests.proxy import tcp_proxy
 
 IDENTITY = {"x-keyhouse-account-id", "x-keyhouse-key-id", "x-keyhouse-key-type"}
 
@@ -408,3 +411,25 @@ async def gateway_raw(settings: Settings, upstream: Upstream) -> AsyncIterator[h
     """The gateway in front of the misbehaving upstream."""
     async with in_process(settings, upstream.raw_url) as client:
         yield client
+
+
+@pytest.mark.postgresql_only
+async def test_database_down_is_503_and_the_upstream_is_not_called(
+    make_settings: Callable[..., Settings],
+    pg_url: str,
+    runtime: Runtime,
+    upstream: Upstream,
+) -> None:
+    acc = await create_account(runtime)
+    url = make_url(pg_url)
+    async with tcp_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        # No cache: every request asks the database.
+        settings = make_settings(database_url=proxied(pg_url, proxy), cache_ttl_seconds=0)
+        async with in_process(settings, upstream.url) as gateway:
+            assert (await gateway.get(unique(), headers=acc.auth)).status_code == 200
+            proxy.reset()
+            path = unique()
+            response = await gateway.get(path, headers=acc.auth)
+            expect_error(response, 503, "service_unavailable")
+            assert response.headers["retry-after"] == "2"
+            assert upstream.seen(path) == 0
