@@ -52,7 +52,7 @@ class Upstream:
         httpx.get(f"{self.url}/__upstream/release", params={"name": name}, timeout=5)
 
 
-def _wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+def wait_until_answering(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
@@ -67,7 +67,7 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
         time.sleep(0.05)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -89,10 +89,10 @@ def upstream() -> Iterator[Upstream]:
     )
     server = Upstream(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{raw_port}")
     try:
-        _wait_for(f"{server.url}/__upstream/seen", proc, "the upstream server")
+        wait_until_answering(f"{server.url}/__upstream/seen", proc, "the upstream server")
         yield server
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @asynccontextmanager
@@ -148,10 +148,10 @@ def gateway_process(
     url = f"http://127.0.0.1:{port}"
     try:
         # Any answer will do (a 401: no key); the gateway has no route of its own.
-        _wait_for(f"{url}/", proc, "keyhouse gateway")
+        wait_until_answering(f"{url}/", proc, "keyhouse gateway")
         yield LiveGateway(url, proc.pid)
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def expect_provider_error(response: httpx.Response, provider_code: str) -> dict[str, Any]:
