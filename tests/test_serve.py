@@ -45,7 +45,7 @@ def test_one_process_serves_as_a_worker_does(
     # Not in this process: pytest's own logging stays as it is.
     monkeypatch.setattr(cli, "route_stdlib_logging", lambda level: None)
     monkeypatch.setattr(
-        cli, "serve_workers", lambda host, port, n, options: spawned.append(options)
+        cli, "serve_workers", lambda host, port, n, options, app=None: spawned.append(options)
     )
     runner = CliRunner()
 

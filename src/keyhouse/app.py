@@ -48,13 +48,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime.build(settings)
-        app.state.runtime = runtime
-        runtime.start()
-        try:
+        async with Runtime.serving(settings) as runtime:
+            app.state.runtime = runtime
             yield
-        finally:
-            await runtime.close()
 
     app = FastAPI(
         title="keyhouse",

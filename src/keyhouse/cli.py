@@ -6,7 +6,7 @@ JSON object on stdout and nothing else; people get tables that never cut an
 id or a key. Every failure is one line on stderr (with ``--json``, one JSON
 object ``{"error": {"code", "message", "fix"}}``) and a non-zero exit.
 
-Only ``serve``, ``migrate`` and ``init`` create a keyhouse (the data
+Only ``serve``, ``gateway``, ``migrate`` and ``init`` create a keyhouse (the data
 directory, its generated secrets, the database). Every other command refuses
 to run where there is none: the data directory is ``./.keyhouse`` of the
 directory it runs in, and creating one there by accident gave a second,
@@ -64,6 +64,7 @@ from keyhouse.limits.service import usage_object
 from keyhouse.logs import configure_logging, get_logger, route_stdlib_logging
 from keyhouse.runtime import Runtime, load_secrets
 from keyhouse.serving import (
+    KEYHOUSE_APP,
     check_port,
     proxy_options,
     serve_socket,
@@ -588,6 +589,27 @@ def serve(
     Logs go to stderr, one JSON object a line (uvicorn's too).
     """
     settings = _settings()
+
+    def make_app(settings: Settings) -> Any:
+        from keyhouse.app import create_app
+
+        return create_app(settings)
+
+    _serve(settings, host, port, workers, make_app)
+
+
+def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int,
+    make_app: Callable[[Settings], Any],
+    *,
+    app_path: str = KEYHOUSE_APP,
+    worker_env: Mapping[str, str] | None = None,
+) -> None:
+    """What ``serve`` and ``gateway`` do: create or migrate the keyhouse, then serve
+    ``make_app(settings)`` in this process, or ``app_path`` (a factory) in ``workers`` of them."""
     configure_logging(settings.log_level)
     # The address first: a taken port is one line and exit 1, before anything
     # is created or migrated.
@@ -620,6 +642,7 @@ def serve(
         # The workers read their settings from the environment: tell them how
         # many they are, so usage is counted where all of them see it.
         os.environ["KEYHOUSE_WORKERS"] = str(workers)
+        os.environ.update(worker_env or {})
         if not settings.redis_url:
             serve_log.warning(
                 "workers_without_redis",
@@ -628,18 +651,67 @@ def serve(
                 "database (exact, one write per request); rate limits hold per worker",
             )
         _announce_data_dir(settings)
-        serve_workers(host, port, workers, options)
+        serve_workers(host, port, workers, options, app=app_path)
     else:
         # The worker's way, in this process: its own IPPROTO_TCP socket (bound
         # above) and serve_socket.
         assert sock is not None
-        from keyhouse.app import create_app
-
         _announce_data_dir(settings)
         serve_log.info(
             "serving", url=f"http://{host}:{sock.getsockname()[1]}", workers=1, pid=os.getpid()
         )
-        serve_socket(sock, {**options, "app": create_app(settings)})
+        serve_socket(sock, {**options, "app": make_app(settings)})
+
+
+@app.command()
+def gateway(
+    upstream: Annotated[
+        str,
+        typer.Option(
+            envvar="KEYHOUSE_GATEWAY_UPSTREAM",
+            help="The API keyhouse stands in front of: http(s)://host[:port][/path].",
+        ),
+    ],
+    provider: Annotated[
+        str,
+        typer.Option(
+            envvar="KEYHOUSE_GATEWAY_PROVIDER",
+            help="The API's name in 502 provider_error answers (e.g. acme-api).",
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Worker processes.")] = 1,
+) -> None:
+    """Serve as a reverse proxy in front of your API (creating or migrating the keyhouse first).
+
+    Every request needs an account's key (Authorization: Bearer); it is
+    metered like a call of the account API, then passed to the upstream
+    without the key and with X-Keyhouse-* identity headers. Bodies stream
+    both ways. Logs go to stderr, one JSON object a line.
+    """
+    from keyhouse.gateway.app import PROVIDER_ENV, UPSTREAM_ENV, create_gateway_app
+    from keyhouse.gateway.upstream import Upstream, check_provider
+
+    settings = _settings()
+    try:
+        parsed = Upstream.parse(upstream)
+        check_provider(provider)
+    except ValueError as exc:
+        fail("usage_error", str(exc))
+
+    def make_app(settings: Settings) -> Any:
+        return create_gateway_app(settings, parsed, provider)
+
+    _serve(
+        settings,
+        host,
+        port,
+        workers,
+        make_app,
+        app_path="keyhouse.gateway.app:gateway_app_from_env",
+        worker_env={UPSTREAM_ENV: upstream, PROVIDER_ENV: provider},
+    )
 
 
 def _fit_pools(settings: Settings, workers: int) -> Settings:

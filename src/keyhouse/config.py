@@ -171,6 +171,27 @@ class Settings(BaseSettings):
         description="Audit events older than this many days are deleted (hourly, by each "
         "serving process); unset: kept.",
     )
+    # keyhouse gateway (gateway/): its connections to the upstream API.
+    gateway_connect_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="`keyhouse gateway`: connecting to the upstream, and waiting for a free "
+        "connection to it; past it, 502 provider_error (timeout) or 503.",
+    )
+    gateway_read_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="`keyhouse gateway`: the longest wait for the upstream's next bytes (its "
+        "answer, or the next part of it) or for it to take the next part of a request body.",
+    )
+    gateway_max_connections: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="`keyhouse gateway`: connections to the upstream each process may open.",
+    )
     log_level: str = "info"
     default_max_keys: int | None = Field(default=100, ge=0, le=PLAN_LIMIT_MAX)
     default_monthly_requests: int | None = Field(default=None, ge=0, le=PLAN_LIMIT_MAX)

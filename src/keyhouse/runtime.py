@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from keyhouse.admin_tokens import AdminTokens, VerifyTokens, load_admin_tokens, load_verify_tokens
@@ -111,6 +112,18 @@ class Runtime:
             if db.is_sqlite
             else ChangeListener(db.asyncpg_dsn, cache, timeout=settings.db_connect_timeout_seconds),
         )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def serving(cls, settings: Settings) -> AsyncIterator[Runtime]:
+        """A serving process's runtime, started, and closed on leaving: the lifespan of
+        ``create_app`` and of ``create_gateway_app`` alike."""
+        runtime = cls.build(settings)
+        runtime.start()
+        try:
+            yield runtime
+        finally:
+            await runtime.close()
 
     def start(self) -> None:
         """Start the background loops of a serving process (the CLI runs none)."""

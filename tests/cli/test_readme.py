@@ -26,10 +26,10 @@ from tests.test_cli import CliResult, expect_ok, keyhouse, scrub
 BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def section(title: str) -> str:
+def section(title: str, path: Path = ROOT / "README.md") -> str:
     """The README's text under ``title`` (a heading line), up to the next heading
     of the same or a higher level (lines in code blocks are no headings)."""
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     level = len(title.split(" ", 1)[0])
     start = lines.index(title + "\n")
     fenced = False

@@ -57,10 +57,14 @@ def error_response(tracking_id: str, exc: errors.KeyhouseError) -> JSONResponse:
     """The envelope for ``exc``; a 5xx is logged (its code only: no request data).
 
     A 503 is an expected refusal (the database or a dependency is away, and
-    keyhouse says so; ``/readyz`` during an outage): a warning, not an error.
+    keyhouse says so; ``/readyz`` during an outage): a warning, not an error;
+    so is a 502 ``provider_error`` (the gateway's upstream failed).
     """
     if exc.status_code == 503:
         log.warning("service_unavailable", code=str(exc.code))
+    elif isinstance(exc, errors.ProviderError):
+        # The gateway's upstream failed (gateway/), not keyhouse: said, not an error.
+        log.warning("provider_error", provider=exc.provider, provider_code=exc.provider_code)
     elif exc.status_code >= 500:
         log.error("server_error", code=str(exc.code))
     return JSONResponse(
