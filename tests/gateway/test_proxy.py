@@ -129,6 +129,24 @@ class TestPassthrough:
         assert "x-connection-named" not in " ".join(header_values(echo, "connection")).lower()
         assert echo["bodyLength"] == 4
 
+    async def test_the_forward_auth_header_carries_the_key_and_stays_behind(
+        self, settings: Settings, upstream: Upstream, runtime: Runtime
+    ) -> None:
+        """KEYHOUSE_FORWARD_AUTH_HEADER works as for forward auth (one credential step),
+        and that header, like Authorization, never reaches the upstream."""
+        acc = await create_account(runtime)
+        with_header = settings.model_copy(update={"forward_auth_header": "X-Api-Key"})
+        async with in_process(with_header, upstream.url) as gateway:
+            response = await gateway.get(unique(), headers={"X-Api-Key": acc.key})
+            assert response.status_code == 200, response.text
+            echo = response.json()
+            assert header_values(echo, "x-api-key") == []
+            assert header_values(echo, "x-keyhouse-key-id") == [acc.key_id]
+            both = await gateway.get(
+                unique(), headers={"X-Api-Key": acc.key, "Authorization": f"Bearer {acc.key}"}
+            )
+            expect_error(both, 400, "validation_error")
+
     async def test_a_chunked_request_body(
         self, gateway: httpx.AsyncClient, runtime: Runtime
     ) -> None:

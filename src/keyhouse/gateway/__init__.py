@@ -2,7 +2,7 @@
 
 ``keyhouse gateway --upstream URL --provider NAME`` serves ``create_gateway_app``:
 every request (any method, path and query) is authenticated and metered by the
-pipeline's one authenticator and meter (``http/pipeline.py``: ``get_caller``,
+pipeline's one authenticator and meter (``http/pipeline.py``: ``get_forward_caller``,
 ``metered_call``), as a call of the account API, then passed to the upstream
 without its ``Authorization`` and with the caller's identity headers
 (``http/identity.py``). Bodies stream both ways. The gateway serves no route

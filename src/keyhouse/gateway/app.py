@@ -5,9 +5,10 @@ For every HTTP request, whatever its method, path and query:
 1. the guards keyhouse's API has for headers (sizes, one ``Authorization``,
    ``RequestMiddleware``'s own check), and a path without dot segments (a
    ``/../`` would leave the upstream's path prefix);
-2. ``get_caller``: the pipeline's authenticator; any key type (a public key
-   is what browser code holds). An admin or verify token is no account's key:
-   401/403, and the upstream never sees it;
+2. ``get_forward_caller``: the pipeline's authenticator, with forward auth's
+   credential (``Authorization: Bearer`` or ``KEYHOUSE_FORWARD_AUTH_HEADER``);
+   any key type (a public key is what browser code holds). An admin or
+   verify token is no account's key: 401/403, and the upstream never sees it;
 3. ``metered_call``: the pipeline's meter (402, 429 with ``Retry-After``);
 4. the request, with its body streamed, to the upstream (httpx); the
    upstream's status, headers and body streamed back.
@@ -52,7 +53,7 @@ from keyhouse.gateway.upstream import Upstream, check_provider, provider_error
 from keyhouse.http.errors import RETRY_AFTER_SECONDS, database_unavailable, error_response
 from keyhouse.http.identity import identity_headers
 from keyhouse.http.middleware import RequestMiddleware
-from keyhouse.http.pipeline import get_caller, metered_call
+from keyhouse.http.pipeline import get_forward_caller, metered_call
 from keyhouse.ids import new_ulid
 from keyhouse.keys.format import KeyFormat
 from keyhouse.keys.verify import Caller
@@ -271,7 +272,7 @@ class Gateway:
             )
         request = Request(scope, receive)
         try:
-            caller = await get_caller(request, runtime)
+            caller = await get_forward_caller(request, runtime)
             async with metered_call(request, caller, runtime):
                 return await self._send(client, scope, receive, raw_path, caller)
         except errors.KeyhouseError:
@@ -299,6 +300,7 @@ class Gateway:
         headers = request_headers(
             scope["headers"],
             identity_headers(caller),
+            credential_header=self.settings.forward_auth_header,
             client=client_address[0] if client_address else None,
             scheme=scope.get("scheme", "http"),
         )

@@ -76,10 +76,15 @@ def request_headers(
     *,
     client: str | None,
     scheme: str,
+    credential_header: str | None = None,
 ) -> Raw:
     """The headers sent upstream: the client's, less the dropped ones, plus the identity
-    and ``X-Forwarded-For``/``-Proto``/``-Host``. Order and repeats are kept."""
+    and ``X-Forwarded-For``/``-Proto``/``-Host``. Order and repeats are kept.
+
+    ``credential_header``: ``KEYHOUSE_FORWARD_AUTH_HEADER`` (``X-Api-Key``, say),
+    dropped like ``Authorization``: the key stays with keyhouse either way."""
     given = list(headers)
+    credential = credential_header.lower().encode("latin-1") if credential_header else None
     named = _connection_named(given)
     out: Raw = []
     host: bytes | None = None
@@ -90,6 +95,7 @@ def request_headers(
         if (
             _hop_by_hop(name, named)
             or name in _TO_UPSTREAM_DROPPED
+            or name == credential
             or name.startswith(_KEYHOUSE_PREFIX)
         ):
             continue
