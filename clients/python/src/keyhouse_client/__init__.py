@@ -10,7 +10,7 @@ Depends on httpx only.
 """
 
 from keyhouse_client._async import AsyncAccountClient, AsyncKeyhouse
-from keyhouse_client._core import DEFAULT_TIMEOUT, RetryPolicy, __version__
+from keyhouse_client._core import DEFAULT_TIMEOUT, RetryPolicy
 from keyhouse_client._errors import KeyhouseError, KeyhouseUnavailable
 from keyhouse_client._models import (
     Account,
@@ -30,6 +30,7 @@ from keyhouse_client._models import (
     VerifyResult,
 )
 from keyhouse_client._sync import AccountClient, Keyhouse
+from keyhouse_client._version import __version__
 from keyhouse_client.middleware import Identity, KeyhouseAuth, KeyhouseWSGIAuth, identity_of
 
 __all__ = [

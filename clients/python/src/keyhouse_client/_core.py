@@ -45,10 +45,10 @@ from keyhouse_client._models import (
     LimitsUpdate,
     VerifyResult,
 )
+from keyhouse_client._version import __version__
 
 __all__ = ["DEFAULT_TIMEOUT", "USER_AGENT", "Call", "RetryPolicy"]
 
-__version__ = "0.1.0"
 USER_AGENT = f"keyhouse-client-python/{__version__}"
 
 # Every call is bounded: httpx's own default is 5 s for each phase; keyhouse

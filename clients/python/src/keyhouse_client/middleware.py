@@ -420,6 +420,8 @@ class KeyhouseAuth:
         timeout: float | httpx.Timeout | None = None,
     ) -> None:
         self.app = app
+        self.cache = VerifiedCache(cache_ttl, cache_max_entries)
+        self.exclude_paths = tuple(exclude_paths)
         if client is None:
             if base_url is None or token is None:
                 raise ValueError("KeyhouseAuth needs base_url and token, or client")
@@ -430,8 +432,6 @@ class KeyhouseAuth:
                 max_retries=0,
             )
         self.client = client
-        self.cache = VerifiedCache(cache_ttl, cache_max_entries)
-        self.exclude_paths = tuple(exclude_paths)
 
     async def authenticate(self, headers: Iterable[tuple[bytes, bytes]]) -> Identity | Refusal:
         """The identity of the request's key, or the answer that refuses it."""
@@ -515,6 +515,8 @@ class KeyhouseWSGIAuth:
         timeout: float | httpx.Timeout | None = None,
     ) -> None:
         self.app = app
+        self.cache = VerifiedCache(cache_ttl, cache_max_entries)
+        self.exclude_paths = tuple(exclude_paths)
         if client is None:
             if base_url is None or token is None:
                 raise ValueError("KeyhouseWSGIAuth needs base_url and token, or client")
@@ -525,8 +527,6 @@ class KeyhouseWSGIAuth:
                 max_retries=0,
             )
         self.client = client
-        self.cache = VerifiedCache(cache_ttl, cache_max_entries)
-        self.exclude_paths = tuple(exclude_paths)
 
     def authenticate(self, environ: dict[str, Any]) -> Identity | Refusal:
         key = key_from_header(environ.get("HTTP_AUTHORIZATION"))
