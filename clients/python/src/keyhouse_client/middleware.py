@@ -404,7 +404,9 @@ class KeyhouseAuth:
     the client is closed on ``lifespan.shutdown``.
 
     A refused WebSocket handshake is closed with code 1008 (the server
-    answers the handshake 403).
+    answers the handshake 403). Litestar builds middleware once per route:
+    there, pass one ``client`` for all and close it in ``on_shutdown``
+    (``examples/litestar_app.py``).
     """
 
     def __init__(
