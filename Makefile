@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./clients/python
 	touch $(VENV)/.installed $@
 
 # openapi-python-client, for tests/test_generated_client.py: a client generated
@@ -45,14 +45,15 @@ serve: $(VENV)/.installed
 	$(BIN)/keyhouse serve --host $(HOST) --port $(PORT)
 
 check: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests fuzz
-	$(BIN)/ruff format --check src tests fuzz
+	$(BIN)/ruff check src tests fuzz clients/python
+	$(BIN)/ruff format --check src tests fuzz clients/python
 	$(BIN)/mypy
 	$(BIN)/mypy fuzz
+	$(BIN)/mypy clients/python/src clients/python/examples
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff check --fix src tests fuzz
-	$(BIN)/ruff format src tests fuzz
+	$(BIN)/ruff check --fix src tests fuzz clients/python
+	$(BIN)/ruff format src tests fuzz clients/python
 
 test: check scan $(CLIENTGEN)/.installed $(NODE_TEST_DEPS)
 	$(BIN)/pytest $(PYTEST_ARGS)

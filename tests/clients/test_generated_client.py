@@ -50,7 +50,7 @@ def test_every_operation_works_through_the_generated_client(
                 "--meta",
                 "none",
                 "--output-path",
-                str(tmp_path / "pkg" / "keyhouse_client"),
+                str(tmp_path / "pkg" / "keyhouse_openapi_client"),
                 "--fail-on-warning",
             ],
             env=env,

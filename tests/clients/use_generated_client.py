@@ -18,11 +18,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from keyhouse_client import AuthenticatedClient, Client
-from keyhouse_client.api.account import get_current_account
-from keyhouse_client.api.environments import create_environment, list_environments
-from keyhouse_client.api.events import list_events
-from keyhouse_client.api.keys import (
+from keyhouse_openapi_client import AuthenticatedClient, Client
+from keyhouse_openapi_client.api.account import get_current_account
+from keyhouse_openapi_client.api.environments import create_environment, list_environments
+from keyhouse_openapi_client.api.events import list_events
+from keyhouse_openapi_client.api.keys import (
     create_key,
     get_key,
     list_keys,
@@ -30,8 +30,8 @@ from keyhouse_client.api.keys import (
     revoke_key,
     roll_key,
 )
-from keyhouse_client.api.meta import healthz, readyz
-from keyhouse_client.api.operator import (
+from keyhouse_openapi_client.api.meta import healthz, readyz
+from keyhouse_openapi_client.api.operator import (
     admin_create_key,
     admin_get_key,
     admin_list_events,
@@ -45,8 +45,8 @@ from keyhouse_client.api.operator import (
     list_accounts,
     update_account,
 )
-from keyhouse_client.api.verify import verify_key
-from keyhouse_client.models import (
+from keyhouse_openapi_client.api.verify import verify_key
+from keyhouse_openapi_client.models import (
     CreateAccountRequest,
     CreateEnvironmentRequest,
     CreateKeyRequest,
@@ -60,7 +60,7 @@ from keyhouse_client.models import (
     UpdateAccountRequest,
     VerifyRequest,
 )
-from keyhouse_client.types import Response
+from keyhouse_openapi_client.types import Response
 
 calls: dict[str, list[Any]] = {}
 
