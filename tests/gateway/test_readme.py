@@ -1,9 +1,6 @@
 """The README's gateway example runs as written: the stand-in API and the gateway
 each in their own "terminal" (a process), then the third block's commands.
-
-The section is README.md's once merged there, else README-gateway-section.md
-(where it is written until then). Only the ports change (free ones instead
-of 9000 and 8080).
+Only the ports change (free ones instead of 9000 and 8080).
 """
 
 from __future__ import annotations
@@ -25,10 +22,7 @@ BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def gateway_blocks() -> list[str]:
-    readme = ROOT / "README.md"
-    where = readme if TITLE + "\n" in readme.read_text(encoding="utf-8") else None
-    text = section(TITLE, where or ROOT / "README-gateway-section.md")
-    return BLOCK.findall(text)
+    return BLOCK.findall(section(TITLE))
 
 
 @contextmanager

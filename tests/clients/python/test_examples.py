@@ -1,8 +1,5 @@
 """clients/python/examples: each runs against a live keyhouse, and each is in the
 README word for word (the README shows them; these tests keep them working).
-
-The section is written in README-client-section.md until it is moved into
-README.md; the test reads the first of the two that exists.
 """
 
 from __future__ import annotations
@@ -30,8 +27,7 @@ APPS = ["fastapi_app.py", "litestar_app.py", "flask_app.py"]
 
 
 def readme() -> str:
-    section = ROOT / "README-client-section.md"
-    return (section if section.exists() else ROOT / "README.md").read_text(encoding="utf-8")
+    return (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def test_every_example_is_run_here() -> None:
