@@ -22,6 +22,7 @@ from keyhouse_openapi_client import AuthenticatedClient, Client
 from keyhouse_openapi_client.api.account import get_current_account
 from keyhouse_openapi_client.api.environments import create_environment, list_environments
 from keyhouse_openapi_client.api.events import list_events
+from keyhouse_openapi_client.api.forward_auth import forward_auth
 from keyhouse_openapi_client.api.keys import (
     create_key,
     get_key,
@@ -168,6 +169,11 @@ def main(base_url: str, admin_token: str) -> None:
     )
     call("revokeKey", revoke_key.sync_detailed(key.id, client=account))
     call("verifyKey", verify_key.sync_detailed(client=admin, body=VerifyRequest(key=secret)))
+    # A proxy's question: its token (an admin token will do) and the client's key.
+    proxy = AuthenticatedClient(
+        base_url=base_url, token=secret, headers={"X-Keyhouse-Forward-Token": admin_token}
+    )
+    call("forwardAuth", forward_auth.sync_detailed(client=proxy))
     call("listEvents", list_events.sync_detailed(client=account, limit=5))
     json.dump({"calls": calls}, sys.stdout)
 
