@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import traceback
 from collections.abc import AsyncIterator
@@ -87,21 +88,53 @@ class ClientDisconnected(Exception):
     """The client went away while its request body was being passed on."""
 
 
+# How often a path is percent-decoded when looking for dot segments: a server
+# behind a server may decode once more than the one in front (%252e -> %2e -> .);
+# a path still changing after this many rounds is refused, not passed on.
+_MAX_DECODINGS = 4
+# What some server on the way reads as a segment's end: '/', its encoding %2F
+# (nginx as the upstream decodes it, then resolves the dots: reproduced, r14),
+# and '\\' with its encoding %5C (Windows servers, Tomcat's ALLOW_BACKSLASH).
+_SEPARATORS = re.compile(rb"[/\\]")
+_DOT_SEGMENTS = frozenset({b".", b".."})
+
+
+def _has_dot_segment(raw_path: bytes) -> bool:
+    """Whether some decoding of ``raw_path`` holds a ``.`` or ``..`` segment.
+
+    Decoded up to ``_MAX_DECODINGS`` times, split after each round, so
+    ``%2F`` and ``%5C`` are separators and ``%2e``, ``%252e`` are dots. A
+    segment's path parameters (``..;x``) are cut off first: Tomcat and Spring
+    remove them, then resolve the ``..`` that is left.
+    """
+    current = raw_path
+    for _ in range(_MAX_DECODINGS):
+        for segment in _SEPARATORS.split(current):
+            if segment.split(b";", 1)[0] in _DOT_SEGMENTS:
+                return True
+        decoded = unquote_to_bytes(current)
+        if decoded == current:
+            return False
+        current = decoded
+    return True
+
+
 def _bad_path(raw_path: bytes) -> errors.BadRequest | None:
     """400 for a path that is not ``/...`` or holds a dot segment (``.``, ``..``, also
-    percent-encoded): the upstream would resolve it past the gateway's path prefix.
-    Clients remove dot segments before sending (RFC 3986 section 5.2.4)."""
+    percent-encoded, once or more, or between encoded slashes or backslashes,
+    ``_has_dot_segment``): the upstream would resolve it past the gateway's path
+    prefix. Clients remove dot segments before sending (RFC 3986 section 5.2.4)."""
     if not raw_path.startswith(b"/"):
         return errors.BadRequest(
             "The request target is not a path.", fix="Send a path that starts with '/'."
         )
-    for segment in raw_path.split(b"/"):
-        if unquote_to_bytes(segment) in {b".", b".."}:
-            return errors.BadRequest(
-                "The path holds a '.' or '..' segment.",
-                fix="Send the path with its dot segments resolved (as browsers and HTTP "
-                "clients do).",
-            )
+    if _has_dot_segment(raw_path):
+        return errors.BadRequest(
+            "The path holds a '.' or '..' segment (perhaps percent-encoded, or between "
+            "encoded slashes or backslashes).",
+            fix="Send the path with its dot segments resolved (as browsers and HTTP "
+            "clients do), also those between encoded slashes (%2F, %5C) or backslashes.",
+        )
     return None
 
 
