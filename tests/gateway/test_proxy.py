@@ -238,8 +238,20 @@ class TestIdentity:
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Host", "evil.example"),
             ("Forwarded", "for=198.51.100.1"),
+            # What CGI-style servers read as the same headers ('_' is '-' to them).
+            ("X_Keyhouse_Environment_Id", "env_01M8N5SHA2TTRENV8FNJF69RB0"),
+            ("x-keyhouse_account-id", "acc_01M8N5SHA2TTRENV8FNJF69RB0"),
+            ("X_Forwarded_For", "198.51.100.1"),
+            ("X-Forwarded-Port", "8443"),
+            ("X-Real-Ip", "198.51.100.1"),
         ]
         echo = (await gateway.get(unique(), headers=headers)).json()
+        read_as = [name.replace("_", "-") for name, _ in echo["headers"]]
+        assert read_as.count("x-keyhouse-account-id") == 1
+        assert "x-keyhouse-environment-id" not in read_as
+        assert read_as.count("x-forwarded-for") == 1
+        assert "x-forwarded-port" not in read_as
+        assert "x-real-ip" not in read_as
         assert header_values(echo, "x-keyhouse-account-id") == [acc.account_id]
         assert header_values(echo, "x-keyhouse-key-type") == ["secret"]
         assert header_values(echo, "x-keyhouse-environment-id") == []
