@@ -435,6 +435,30 @@ class TestMetering:
         account = await client.get("/account", headers=acc.auth)
         assert account.json()["usage"]["requests"] == 7
 
+    async def test_the_gateways_own_400_costs_nothing(
+        self,
+        settings: Settings,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        upstream: Upstream,
+    ) -> None:
+        """Reviewer r14: a request h11 will not send (``Content-Length: 5 ``, a trailing
+        space) got the gateway's 400 and was counted, though the API never answered."""
+        acc = await account_on_plan(runtime, monthlyRequests=1)
+        async with in_process(settings, upstream.url) as gateway:
+            path = unique()
+            for _ in range(3):
+                response = await gateway.post(
+                    path, headers={**acc.auth, "Content-Length": "5 "}, content=b"hello"
+                )
+                body = expect_error(response, 400, "validation_error")
+                assert body["error"]["fix"]
+            assert upstream.seen(path) == 0
+            # The one call of the plan is still there.
+            assert (await gateway.get(unique(), headers=acc.auth)).status_code == 200
+        account = await client.get("/account", headers=acc.auth)
+        assert account.json()["usage"]["requests"] == 1
+
 
 @pytest.fixture
 async def gateway_raw(settings: Settings, upstream: Upstream) -> AsyncIterator[httpx.AsyncClient]:

@@ -17,9 +17,10 @@ Refusals are keyhouse's envelope, and the upstream is not called. What a
 call costs (README, "No proxy"): a call the upstream answered counts, whatever
 its status, for the upstream did the work and an upstream's 5xx is often its
 answer to the request (and the rate limit is what protects it when it is
-overloaded); a call the gateway answers with 502 ``provider_error`` or 503
-consumes nothing, quota or rate token (``metered_call`` gives back a call
-that ends in a 5xx error, ``_server_error``): the upstream answered nothing.
+overloaded); a call the gateway answers itself (400, 502 ``provider_error``,
+503) consumes nothing, quota or rate token (``metered_call`` gives back every
+error raised past the meter, ``_gateway_answer``): the upstream answered
+nothing.
 
 Memory per request is bounded by the chunks in flight: uvicorn stops reading
 a request body the application has not taken (its flow control), httpx sends
@@ -306,7 +307,7 @@ class Gateway:
         request = Request(scope, receive)
         try:
             caller = await get_forward_caller(request, runtime)
-            async with metered_call(request, caller, runtime):
+            async with metered_call(request, caller, runtime, gives_back=_gateway_answer):
                 return await self._send(client, scope, receive, raw_path, caller)
         except errors.KeyhouseError:
             raise
@@ -411,6 +412,17 @@ class Gateway:
             group.cancel_scope.cancel()
         if complete:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _gateway_answer(exc: Exception) -> bool:
+    """``metered_call``'s ``gives_back`` for the gateway: any error raised past the meter.
+
+    ``_send`` returns the upstream's answer and raises for anything else: a
+    400 h11 would not send (reviewer r14: ``Content-Length: 5 `` with a
+    trailing space was counted), a 502, a 503, the client gone. None of these
+    is the API's answer, so none consumes quota or a rate token.
+    """
+    return True
 
 
 def _refusing_jar() -> CookieJar:

@@ -289,13 +289,22 @@ def _server_error(exc: Exception) -> bool:
 
 
 @asynccontextmanager
-async def metered_call(request: Request, caller: Caller, runtime: Runtime) -> AsyncIterator[Caller]:
+async def metered_call(
+    request: Request,
+    caller: Caller,
+    runtime: Runtime,
+    *,
+    gives_back: Callable[[Exception], bool] = _server_error,
+) -> AsyncIterator[Caller]:
     """Count the call against the account's plan: 429 rate_limited, 402 usage_limit_exceeded.
 
     A refused call consumes nothing, and neither does a call whose answer is
     a 5xx: what it took (quota, token) is given back when the error leaves
-    this block (the session's commit is inside it). The RateLimit-* headers
-    go on the response.
+    this block (the session's commit is inside it). ``gives_back`` says which
+    errors those are; the gateway gives back every one, for past the meter
+    only its upstream's answer is returned, and whatever is raised is the
+    gateway's own answer (a 400 for a request h11 will not send, a 502, ...).
+    The RateLimit-* headers go on the response.
     """
     metered = await meter(runtime, caller)
     if metered.headers:
@@ -305,7 +314,7 @@ async def metered_call(request: Request, caller: Caller, runtime: Runtime) -> As
     try:
         yield caller
     except Exception as exc:
-        if _server_error(exc):
+        if gives_back(exc):
             await unmeter(runtime, metered)
         raise
 
