@@ -195,10 +195,19 @@ class TestRefused:
         resp = await client.get("/forward-auth", headers={**PROXY, **bearer(other.plaintext)})
         refused(resp, 401, "revoked_api_key")
 
-    async def test_a_verify_token_as_the_key(self, client: httpx.AsyncClient) -> None:
-        resp = await client.get("/forward-auth", headers={**PROXY, **bearer(VERIFY_TOKEN)})
-        refused(resp, 403, "insufficient_permissions")
-        assert VERIFY_TOKEN not in resp.text
+    async def test_a_verify_token_as_the_key(self, make_settings: Callable[..., Settings]) -> None:
+        """The client's key is no place for a token: 401 as any string that does not pass,
+        and a failed guess. A 403 "A verify token can only call POST /verify" told an
+        outside client that the string it held was the proxy's token (reviewer r14)."""
+        settings = make_settings(verify_tokens=VERIFY_TOKEN, auth_failures_per_minute=2)
+        async with served(settings) as (client, _):
+            for _ in range(2):
+                resp = await client.get("/forward-auth", headers={**PROXY, **bearer(VERIFY_TOKEN)})
+                body = refused(resp, 401, "invalid_api_key")
+                assert "verify" not in body["error"]["message"].lower()
+                assert VERIFY_TOKEN not in resp.text
+            resp = await client.get("/forward-auth", headers={**PROXY, **bearer(VERIFY_TOKEN)})
+            refused(resp, 429, "rate_limited")
 
 
 class TestMetered:

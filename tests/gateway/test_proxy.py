@@ -299,12 +299,18 @@ class TestRefusals:
     async def test_a_verify_token_is_not_a_key(
         self, make_settings: Callable[..., Settings], upstream: Upstream
     ) -> None:
+        """401 as for any string that does not pass, and a failed guess: the 403 "A
+        verify token can only call POST /verify" told an outside client that the string
+        it held was the proxy's token (reviewer r14)."""
         token = "kh_verify_" + secrets.token_urlsafe(32)
-        async with in_process(make_settings(verify_tokens=token), upstream.url) as gateway:
+        settings = make_settings(verify_tokens=token, auth_failures_per_minute=2)
+        async with in_process(settings, upstream.url) as gateway:
             path = unique()
-            expect_error(
-                await gateway.get(path, headers=bearer(token)), 403, "insufficient_permissions"
-            )
+            for _ in range(2):
+                response = await gateway.get(path, headers=bearer(token))
+                body = expect_error(response, 401, "invalid_api_key")
+                assert "verify" not in body["error"]["message"].lower()
+            expect_error(await gateway.get(path, headers=bearer(token)), 429, "rate_limited")
             assert upstream.seen(path) == 0
 
     async def test_over_quota_402(

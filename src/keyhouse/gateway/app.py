@@ -8,7 +8,7 @@ For every HTTP request, whatever its method, path and query:
 2. ``get_forward_caller``: the pipeline's authenticator, with forward auth's
    credential (``Authorization: Bearer`` or ``KEYHOUSE_FORWARD_AUTH_HEADER``);
    any key type (a public key is what browser code holds). An admin or
-   verify token is no account's key: 401/403, and the upstream never sees it;
+   verify token is no account's key: 401, and the upstream never sees it;
 3. ``metered_call``: the pipeline's meter (402, 429 with ``Retry-After``);
 4. the request, with its body streamed, to the upstream (httpx); the
    upstream's status, headers and body streamed back.
