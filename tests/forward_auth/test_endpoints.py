@@ -340,10 +340,16 @@ class TestBadInput:
         assert resp.headers["x-keyhouse-status"] == "401"
         assert resp.content == b""
 
+    async def test_a_path_under_it_has_its_status(self, client: httpx.AsyncClient) -> None:
+        # A proxy configured with a trailing slash (or a longer path) learns the 404
+        # from X-Keyhouse-Status too (reviewer r14: /forward-auth/ had none).
+        for path in ["/forward-auth/", "/forward-auth/check", "/forward-auth//x"]:
+            refused(await client.get(path, headers=PROXY), 404, "not_found")
+
     async def test_other_paths_carry_no_forward_auth_headers(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:
         acc = await create_account(runtime)
-        for path in ["/keys", "/forward-auth/", "/forward-authx"]:
+        for path in ["/keys", "/forward-authx", "/forward"]:
             resp = await client.get(path, headers=acc.auth)
             assert "x-keyhouse-status" not in resp.headers
