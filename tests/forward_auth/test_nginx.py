@@ -173,7 +173,7 @@ def raw_exchange(url: str, request: bytes) -> httpx.Response:
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = [tuple(line.split(": ", 1)) for line in lines]
+    headers = [(name, value) for name, _, value in (line.partition(": ") for line in lines)]
     return httpx.Response(int(status_line.split(" ")[1]), headers=headers, content=body)
 
 
@@ -296,7 +296,8 @@ async def test_the_shipped_nginx_config(settings: Settings, tmp_path: Path) -> N
         auth_line = f"Authorization: Bearer {big.key}\r\n".encode()
         too_big = raw_exchange(
             url,
-            b"POST /items HTTP/1.1\r\nHost: api\r\n" + auth_line
+            b"POST /items HTTP/1.1\r\nHost: api\r\n"
+            + auth_line
             + b"Content-Length: 20000000\r\nConnection: close\r\n\r\n",
         )
         assert envelope(too_big, 413, "payload_too_large")["error"]["fix"]

@@ -48,9 +48,7 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
-_TO_UPSTREAM_DROPPED = frozenset(
-    {b"host", b"authorization", b"forwarded", b"x-real-ip", b"expect"}
-)
+_TO_UPSTREAM_DROPPED = frozenset({b"host", b"authorization", b"forwarded", b"x-real-ip", b"expect"})
 # Whole families dropped toward the upstream: keyhouse's identity, and the
 # proxies' account of the client (X-Forwarded-Port, -Prefix, -Ssl, ... too).
 _TO_UPSTREAM_DROPPED_PREFIXES = (b"x-keyhouse-", b"x-forwarded-")

@@ -218,45 +218,52 @@ async def test_fails_closed_when_keyhouse_cannot_be_reached(framework: str) -> N
 async def test_a_refusal_carries_keyhouses_tracking_id(live: Live, admin: Keyhouse) -> None:
     """Reviewer r14: the middleware's refusals carried an id of its own (``req_<hex>``),
     so its answer and keyhouse's log line could not be matched. Now keyhouse's id of
-    the verification (its answer's X-Tracking-Id), in the ASGI and the WSGI middleware;
-    its own only when keyhouse was not asked (no key) or not reached."""
+    the verification (its answer's X-Tracking-Id); its own only when keyhouse was not
+    asked (no key) or not reached."""
     quota = admin.accounts.create(unique("tracked"), limits={"monthlyRequests": 1}).key
     seen: list[str] = []
 
     async def record(response: httpx.Response) -> None:
         seen.append(response.headers["x-tracking-id"])
 
+    hooked = httpx.AsyncClient(event_hooks={"response": [record]})
+    verifier = AsyncKeyhouse(live.url, live.verify_token, http_client=hooked)
+    async with hooked, verifier, http(starlette_app(client=verifier, cache_ttl=0)) as client:
+        unknown = bearer("unknown_" + secrets.token_urlsafe(24))
+        refused = await client.get("/whoami", headers=unknown)
+        body = assert_refused(refused, 401, "invalid_api_key")
+        assert body["trackingId"] == seen[-1]
+        assert (await client.get("/whoami", headers=bearer(quota.key))).status_code == 200
+        over = await client.get("/whoami", headers=bearer(quota.key))
+        body = assert_refused(over, 402, "usage_limit_exceeded")
+        assert body["trackingId"] == seen[-1]
+        # Too long for keyhouse (its 400): the middleware's 401, keyhouse's id.
+        body = assert_refused(
+            await client.get("/whoami", headers=bearer("x" * 1000)), 401, "invalid_api_key"
+        )
+        assert body["trackingId"] == seen[-1]
+        asked = len(seen)
+        body = assert_refused(await client.get("/whoami"), 401, "missing_api_key")
+        assert len(seen) == asked  # not asked: the middleware's own id
+        assert body["trackingId"] not in seen
+
+
+def test_a_wsgi_refusal_carries_keyhouses_tracking_id(live: Live) -> None:
+    """``test_a_refusal_carries_keyhouses_tracking_id`` for ``KeyhouseWSGIAuth``."""
+    seen: list[str] = []
+
     def record_sync(response: httpx.Response) -> None:
         seen.append(response.headers["x-tracking-id"])
-
-    hooked = httpx.AsyncClient(event_hooks={"response": [record]})
-    async with hooked, AsyncKeyhouse(live.url, live.verify_token, http_client=hooked) as verifier:
-        async with http(starlette_app(client=verifier, cache_ttl=0)) as client:
-            unknown = bearer("unknown_" + secrets.token_urlsafe(24))
-            body = assert_refused(await client.get("/whoami", headers=unknown), 401, "invalid_api_key")
-            assert body["trackingId"] == seen[-1]
-            assert (await client.get("/whoami", headers=bearer(quota.key))).status_code == 200
-            over = await client.get("/whoami", headers=bearer(quota.key))
-            body = assert_refused(over, 402, "usage_limit_exceeded")
-            assert body["trackingId"] == seen[-1]
-            # Too long for keyhouse (its 400): the middleware's 401, keyhouse's id.
-            body = assert_refused(
-                await client.get("/whoami", headers=bearer("x" * 1000)), 401, "invalid_api_key"
-            )
-            assert body["trackingId"] == seen[-1]
-            asked = len(seen)
-            body = assert_refused(await client.get("/whoami"), 401, "missing_api_key")
-            assert len(seen) == asked  # not asked: the middleware's own id
-            assert body["trackingId"] not in seen
 
     hooked_sync = httpx.Client(event_hooks={"response": [record_sync]})
     with hooked_sync, Keyhouse(live.url, live.verify_token, http_client=hooked_sync) as sync:
         wsgi = KeyhouseWSGIAuth(flask.Flask("tracked").wsgi_app, client=sync, cache_ttl=0)
         transport = httpx.WSGITransport(app=wsgi)
-        with httpx.Client(transport=transport, base_url="http://api") as client:
-            refused = client.get("/whoami", headers=bearer("unknown_" + secrets.token_urlsafe(24)))
-    assert_refused(refused, 401, "invalid_api_key")
-    assert refused.json()["trackingId"] == seen[-1]
+        with httpx.Client(transport=transport, base_url="http://api") as wsgi_client:
+            unknown = bearer("unknown_" + secrets.token_urlsafe(24))
+            wsgi_refused = wsgi_client.get("/whoami", headers=unknown)
+    assert_refused(wsgi_refused, 401, "invalid_api_key")
+    assert wsgi_refused.json()["trackingId"] == seen[-1]
 
 
 async def test_a_wrong_service_token_fails_closed_and_is_logged(
