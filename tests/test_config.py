@@ -365,3 +365,55 @@ async def test_a_libpq_url_serves_on_postgresql(
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # reviewer r14's: each is read by another layer for a meaning of its own
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "User-Agent",
+        "X-Keyhouse-Account-Id",
+        "Transfer-Encoding",
+        "Connection",
+        "TE",
+        "Proxy-Authorization",
+        # the same kind
+        "x-forwarded-host",
+        "X-Keyhouse-Forward-Token",
+        "X-Real-Ip",
+        "Forwarded",
+        "Host",
+        "Cookie",
+        "Content-Type",
+        "Content-Length",
+        "Content-Encoding",
+        "Keep-Alive",
+        "Upgrade",
+        "Expect",
+        "Via",
+        "Idempotency-Key",
+        "X-Original-URI",
+        "Authorization",
+    ],
+)
+def test_forward_auth_header_refuses_headers_others_read(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # With X-Forwarded-For and KEYHOUSE_TRUSTED_PROXIES, the gateway's access log printed
+    # "client":"sk_..." (the full key) and sent it upstream as X-Forwarded-For (r14).
+    monkeypatch.setenv("KEYHOUSE_FORWARD_AUTH_HEADER", name)
+    with pytest.raises(ValidationError) as caught:
+        load_settings()
+    line = settings_error_line(caught.value)
+    assert line.startswith(f"invalid setting: KEYHOUSE_FORWARD_AUTH_HEADER: {name} cannot ")
+    assert "X-Api-Key" in line  # what to name instead
+
+
+@pytest.mark.parametrize("name", ["X-Api-Key", "Api-Key", "X-Auth-Token", "X-Acme-Key"])
+def test_forward_auth_header_takes_a_header_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv("KEYHOUSE_FORWARD_AUTH_HEADER", name)
+    assert load_settings().forward_auth_header == name

@@ -30,18 +30,49 @@ MAX_WORKERS = 256
 
 
 # KEYHOUSE_FORWARD_AUTH_HEADER: a plain header name (RFC 9110's token, narrowed to what
-# API key headers use), and none whose meaning is HTTP's or keyhouse's own.
+# API key headers use), and none that another layer reads for a meaning of its own: the
+# key would be taken for that meaning (and printed, stored or sent on as such). Found by
+# reviewer r14: with X-Forwarded-For and KEYHOUSE_TRUSTED_PROXIES, the gateway's access
+# log printed the full key as "client" and sent it upstream as X-Forwarded-For. Compared
+# lowercase, with '_' as '-' (CGI-style servers read both as one).
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
-_RESERVED_HEADERS = frozenset(
-    {
-        "authorization",
-        "content-type",
-        "content-length",
-        "host",
-        "cookie",
-        "x-keyhouse-forward-token",
-    }
-)
+_RESERVED_HEADERS: dict[str, str] = {
+    "authorization": "keyhouse reads 'Authorization: Bearer' already",
+    "proxy-authorization": "proxies read and remove it",
+    "x-keyhouse-forward-token": "it carries the proxy's own token",
+    "idempotency-key": "keyhouse reads it for writes",
+    "host": "servers route by it",
+    "forwarded": "proxies write the client's address in it",
+    "x-real-ip": "proxies write the client's address in it",
+    "via": "proxies write themselves in it",
+    "user-agent": "keyhouse stores it in the audit log",
+    "cookie": "browsers send their cookies in it",
+    "connection": "it is hop-by-hop (RFC 9110 section 7.6.1)",
+    "keep-alive": "it is hop-by-hop (RFC 9110 section 7.6.1)",
+    "te": "it is hop-by-hop (RFC 9110 section 7.6.1)",
+    "trailer": "it is hop-by-hop (RFC 9110 section 7.6.1)",
+    "transfer-encoding": "it frames the body",
+    "upgrade": "it is hop-by-hop (RFC 9110 section 7.6.1)",
+    "expect": "servers answer it themselves (100-continue)",
+}
+_RESERVED_PREFIXES: dict[str, str] = {
+    "x-keyhouse-": "keyhouse sets the X-Keyhouse-* headers itself",
+    "x-forwarded-": "proxies write the client's address, scheme and host in them",
+    "x-original-": "the shipped nginx config sets them (the original URI and method)",
+    "content-": "they describe the body",
+    "proxy-": "they are the proxies' (hop-by-hop)",
+}
+
+
+def _reserved_because(name: str) -> str | None:
+    """Why the header ``name`` cannot carry a raw key, or None when it can."""
+    read_as = name.lower().replace("_", "-")
+    if read_as in _RESERVED_HEADERS:
+        return _RESERVED_HEADERS[read_as]
+    for prefix, why in _RESERVED_PREFIXES.items():
+        if read_as.startswith(prefix):
+            return why
+    return None
 
 
 # The URLs PostgreSQL's own tools and hosting providers hand out (libpq's
@@ -224,9 +255,11 @@ class Settings(BaseSettings):
         value = value.strip()
         if not _HEADER_NAME_RE.fullmatch(value):
             raise ValueError("a header name is 1-64 letters, digits and '-', e.g. X-Api-Key")
-        if value.lower() in _RESERVED_HEADERS:
+        why = _reserved_because(value)
+        if why is not None:
             raise ValueError(
-                f"{value} is not a header for a raw key (Authorization: Bearer is always read)"
+                f"{value} cannot carry the raw key: {why}; name a header of your own, "
+                "e.g. X-Api-Key"
             )
         return value
 

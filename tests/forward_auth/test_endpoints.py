@@ -195,10 +195,19 @@ class TestRefused:
         resp = await client.get("/forward-auth", headers={**PROXY, **bearer(other.plaintext)})
         refused(resp, 401, "revoked_api_key")
 
-    async def test_a_verify_token_as_the_key(self, client: httpx.AsyncClient) -> None:
-        resp = await client.get("/forward-auth", headers={**PROXY, **bearer(VERIFY_TOKEN)})
-        refused(resp, 403, "insufficient_permissions")
-        assert VERIFY_TOKEN not in resp.text
+    async def test_a_verify_token_as_the_key(self, make_settings: Callable[..., Settings]) -> None:
+        """The client's key is no place for a token: 401 as any string that does not pass,
+        and a failed guess. A 403 "A verify token can only call POST /verify" told an
+        outside client that the string it held was the proxy's token (reviewer r14)."""
+        settings = make_settings(verify_tokens=VERIFY_TOKEN, auth_failures_per_minute=2)
+        async with served(settings) as (client, _):
+            for _ in range(2):
+                resp = await client.get("/forward-auth", headers={**PROXY, **bearer(VERIFY_TOKEN)})
+                body = refused(resp, 401, "invalid_api_key")
+                assert "verify" not in body["error"]["message"].lower()
+                assert VERIFY_TOKEN not in resp.text
+            resp = await client.get("/forward-auth", headers={**PROXY, **bearer(VERIFY_TOKEN)})
+            refused(resp, 429, "rate_limited")
 
 
 class TestMetered:
@@ -331,10 +340,16 @@ class TestBadInput:
         assert resp.headers["x-keyhouse-status"] == "401"
         assert resp.content == b""
 
+    async def test_a_path_under_it_has_its_status(self, client: httpx.AsyncClient) -> None:
+        # A proxy configured with a trailing slash (or a longer path) learns the 404
+        # from X-Keyhouse-Status too (reviewer r14: /forward-auth/ had none).
+        for path in ["/forward-auth/", "/forward-auth/check", "/forward-auth//x"]:
+            refused(await client.get(path, headers=PROXY), 404, "not_found")
+
     async def test_other_paths_carry_no_forward_auth_headers(
         self, client: httpx.AsyncClient, runtime: Runtime
     ) -> None:
         acc = await create_account(runtime)
-        for path in ["/keys", "/forward-auth/", "/forward-authx"]:
+        for path in ["/keys", "/forward-authx", "/forward"]:
             resp = await client.get(path, headers=acc.auth)
             assert "x-keyhouse-status" not in resp.headers

@@ -162,6 +162,21 @@ http {{
             proc.wait()
 
 
+def raw_exchange(url: str, request: bytes) -> httpx.Response:
+    """``request`` sent as is over a socket (what httpx would not send), nginx's answer read
+    until it closes the connection."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = [(name, value) for name, _, value in (line.partition(": ") for line in lines)]
+    return httpx.Response(int(status_line.split(" ")[1]), headers=headers, content=body)
+
+
 async def _accounts(settings: Settings) -> dict[str, Any]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -176,6 +191,7 @@ async def _accounts(settings: Settings) -> dict[str, Any]:
             "env_id": env.id,
             "scoped": AccountWithKey(plain.account_id, scoped.row.id, scoped.plaintext),
             "quota": await account_on_plan(runtime, monthlyRequests=1),
+            "big": await account_on_plan(runtime, monthlyRequests=1),
             "rate": await account_on_plan(runtime, ratePerSecond=1, burst=1),
         }
 
@@ -246,11 +262,70 @@ async def test_the_shipped_nginx_config(settings: Settings, tmp_path: Path) -> N
         assert refused.headers.get_list("www-authenticate") == ['Bearer realm="keyhouse"']
         envelope(client.get("/items"), 401, "missing_api_key")
         # Two Authorization headers: nginx refuses them itself ("client sent duplicate
-        # header line"), with its own 400 page; nothing is passed on.
+        # header line"), in keyhouse's envelope; nothing is passed on.
         two = [("Authorization", f"Bearer {plain.key}"), ("Authorization", "Bearer x")]
         both = client.get("/items", headers=two)
-        assert both.status_code == 400
+        assert envelope(both, 400, "validation_error")["error"]["fix"]
+        assert both.headers["x-tracking-id"].startswith("nginx_")
         assert plain.key not in both.text
+
+        # Only the four identity headers are keyhouse's: a client's X_Keyhouse_Account_Id
+        # (a CGI server's X-Keyhouse-Account-Id) is dropped by nginx (underscores), and
+        # any other X-Keyhouse-* passes as sent (deploy/README.md says so).
+        seen = upstream_saw(
+            client.get(
+                "/items",
+                headers={
+                    **plain.auth,
+                    "X_Keyhouse_Account_Id": "acc_spoofed",
+                    "X_Keyhouse_Environment_Id": "env_spoofed",
+                    "X-Keyhouse-Name": "spoof",
+                },
+            )
+        )
+        read_as = [name.replace("_", "-") for name, _ in seen["headers"]]
+        assert read_as.count("x-keyhouse-account-id") == 1
+        assert "x-keyhouse-environment-id" not in read_as
+        assert seen["header"]["x-keyhouse-name"] == "spoof"
+
+        # nginx's own refusals, in keyhouse's envelope with a fix (reviewer r14: a body
+        # over client_max_body_size got 503 "key service not reachable"). By its
+        # Content-Length: refused before keyhouse is asked, so the plan's one call is
+        # still there afterwards.
+        big: AccountWithKey = accounts["big"]
+        auth_line = f"Authorization: Bearer {big.key}\r\n".encode()
+        too_big = raw_exchange(
+            url,
+            b"POST /items HTTP/1.1\r\nHost: api\r\n"
+            + auth_line
+            + b"Content-Length: 20000000\r\nConnection: close\r\n\r\n",
+        )
+        assert envelope(too_big, 413, "payload_too_large")["error"]["fix"]
+        # Chunked: nginx learns the size while reading, after the check (documented: that
+        # call counts); still 413 and the envelope, not 502.
+        chunked = raw_exchange(
+            url,
+            b"POST /items HTTP/1.1\r\nHost: api\r\n"
+            + f"Authorization: Bearer {plain.key}\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            # The chunk's size and its first byte: nginx checks the size once data comes.
+            + b"%x\r\na" % (11 * 1024 * 1024),
+        )
+        envelope(chunked, 413, "payload_too_large")
+        upstream_saw(client.get("/items", headers=big.auth))
+        envelope(client.get("/items", headers=big.auth), 402, "usage_limit_exceeded")
+        assert envelope(client.get("/" + "a" * 20_000), 414, "validation_error")["error"]["fix"]
+        long_header = {**plain.auth, "X-Big": "b" * 20_000}
+        assert envelope(client.get("/items", headers=long_header), 431, "validation_error")
+        garbage = raw_exchange(url, b"GARBAGE\r\n\r\n")
+        assert envelope(garbage, 400, "validation_error")["error"]["fix"]
+        assert envelope(client.request("TRACE", "/items"), 405, "method_not_allowed")
+        unknown_te = raw_exchange(
+            url,
+            b"POST /items HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: gzip\r\n"
+            b"Connection: close\r\n\r\n",
+        )
+        envelope(unknown_te, 501, "validation_error")
 
         # Over the monthly quota: 402, where auth_request alone would say 500.
         quota: AccountWithKey = accounts["quota"]

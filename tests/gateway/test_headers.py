@@ -42,6 +42,37 @@ class TestToTheUpstream:
             (b"x-forwarded-host", b"api.example"),
         ]
 
+    def test_what_a_cgi_server_reads_as_ours_is_dropped(self) -> None:
+        # wsgiref (and PHP, and other CGI-style servers) map '_' and '-' to one HTTP_*
+        # variable: reviewer r14's X_Keyhouse_Environment_Id reached a wsgiref upstream
+        # as HTTP_X_KEYHOUSE_ENVIRONMENT_ID=env_VICTIM.
+        given = [
+            (b"x_keyhouse_account_id", b"acc_VICTIM"),
+            (b"x_keyhouse_environment_id", b"env_VICTIM"),
+            (b"x-keyhouse_key-id", b"key_VICTIM"),
+            (b"x_forwarded_for", b"198.51.100.1"),
+            (b"x-forwarded_proto", b"https"),
+            (b"x-forwarded-port", b"443"),
+            (b"x_forwarded_prefix", b"/admin"),
+            (b"x-real-ip", b"198.51.100.1"),
+            (b"x_real_ip", b"198.51.100.1"),
+            (b"x_api_key", b"sk_the_key"),
+            (b"proxy_authorization", b"Basic x"),
+            (b"connection", b"x-hop"),
+            (b"x_hop", b"1"),
+            (b"x_kept", b"a"),
+        ]
+        out = request_headers(
+            given, IDENTITY, client="10.0.0.9", scheme="http", credential_header="X-Api-Key"
+        )
+        assert out == [
+            (b"x_kept", b"a"),
+            (b"x-keyhouse-account-id", b"acc_1"),
+            (b"x-keyhouse-key-id", b"key_1"),
+            (b"x-forwarded-for", b"10.0.0.9"),
+            (b"x-forwarded-proto", b"http"),
+        ]
+
     def test_no_client_address_no_forwarded_for(self) -> None:
         out = request_headers([], {}, client=None, scheme="http")
         assert out == [(b"x-forwarded-proto", b"http")]

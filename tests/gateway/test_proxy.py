@@ -238,8 +238,20 @@ class TestIdentity:
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Host", "evil.example"),
             ("Forwarded", "for=198.51.100.1"),
+            # What CGI-style servers read as the same headers ('_' is '-' to them).
+            ("X_Keyhouse_Environment_Id", "env_01M8N5SHA2TTRENV8FNJF69RB0"),
+            ("x-keyhouse_account-id", "acc_01M8N5SHA2TTRENV8FNJF69RB0"),
+            ("X_Forwarded_For", "198.51.100.1"),
+            ("X-Forwarded-Port", "8443"),
+            ("X-Real-Ip", "198.51.100.1"),
         ]
         echo = (await gateway.get(unique(), headers=headers)).json()
+        read_as = [name.replace("_", "-") for name, _ in echo["headers"]]
+        assert read_as.count("x-keyhouse-account-id") == 1
+        assert "x-keyhouse-environment-id" not in read_as
+        assert read_as.count("x-forwarded-for") == 1
+        assert "x-forwarded-port" not in read_as
+        assert "x-real-ip" not in read_as
         assert header_values(echo, "x-keyhouse-account-id") == [acc.account_id]
         assert header_values(echo, "x-keyhouse-key-type") == ["secret"]
         assert header_values(echo, "x-keyhouse-environment-id") == []
@@ -287,12 +299,18 @@ class TestRefusals:
     async def test_a_verify_token_is_not_a_key(
         self, make_settings: Callable[..., Settings], upstream: Upstream
     ) -> None:
+        """401 as for any string that does not pass, and a failed guess: the 403 "A
+        verify token can only call POST /verify" told an outside client that the string
+        it held was the proxy's token (reviewer r14)."""
         token = "kh_verify_" + secrets.token_urlsafe(32)
-        async with in_process(make_settings(verify_tokens=token), upstream.url) as gateway:
+        settings = make_settings(verify_tokens=token, auth_failures_per_minute=2)
+        async with in_process(settings, upstream.url) as gateway:
             path = unique()
-            expect_error(
-                await gateway.get(path, headers=bearer(token)), 403, "insufficient_permissions"
-            )
+            for _ in range(2):
+                response = await gateway.get(path, headers=bearer(token))
+                body = expect_error(response, 401, "invalid_api_key")
+                assert "verify" not in body["error"]["message"].lower()
+            expect_error(await gateway.get(path, headers=bearer(token)), 429, "rate_limited")
             assert upstream.seen(path) == 0
 
     async def test_over_quota_402(
@@ -422,6 +440,30 @@ class TestMetering:
             expect_error(await gateway.get(unique()), 401, "missing_api_key")  # not counted
         account = await client.get("/account", headers=acc.auth)
         assert account.json()["usage"]["requests"] == 7
+
+    async def test_the_gateways_own_400_costs_nothing(
+        self,
+        settings: Settings,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        upstream: Upstream,
+    ) -> None:
+        """Reviewer r14: a request h11 will not send (``Content-Length: 5 ``, a trailing
+        space) got the gateway's 400 and was counted, though the API never answered."""
+        acc = await account_on_plan(runtime, monthlyRequests=1)
+        async with in_process(settings, upstream.url) as gateway:
+            path = unique()
+            for _ in range(3):
+                response = await gateway.post(
+                    path, headers={**acc.auth, "Content-Length": "5 "}, content=b"hello"
+                )
+                body = expect_error(response, 400, "validation_error")
+                assert body["error"]["fix"]
+            assert upstream.seen(path) == 0
+            # The one call of the plan is still there.
+            assert (await gateway.get(unique(), headers=acc.auth)).status_code == 200
+        account = await client.get("/account", headers=acc.auth)
+        assert account.json()["usage"]["requests"] == 1
 
 
 @pytest.fixture

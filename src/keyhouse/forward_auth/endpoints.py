@@ -77,7 +77,11 @@ async def forward_auth(
     """For proxies (nginx `auth_request`, Traefik `ForwardAuth`, Envoy `ext_authz`):
     authenticates the client's key and counts the call against its account's
     plan, as an account-API call. Any method is answered alike (proxies ask
-    with the original request's); the request's body and path are not read.
+    with the original request's); the original request's path and query are
+    not read. Proxies send no body (nginx: `proxy_pass_request_body off`;
+    Traefik and Envoy send none by default); a body sent anyway is subject
+    to keyhouse's usual checks (JSON only, else 415; at most
+    `KEYHOUSE_MAX_BODY_BYTES`, else 413).
 
     The proxy sends its own token, a verify token (`KEYHOUSE_VERIFY_TOKENS`)
     or an admin token, in `X-Keyhouse-Forward-Token`; without it (401
@@ -108,6 +112,12 @@ async def forward_auth_any_method(
     return await forward_auth(caller)
 
 
+def _under_path(path: str) -> bool:
+    """``/forward-auth`` or any path under it: a proxy pointed at ``/forward-auth/``
+    (a trailing slash) learns its 404 from ``X-Keyhouse-Status`` too."""
+    return path == PATH or path.startswith(PATH + "/")
+
+
 class ForwardAuthAnswers:
     """Adds ``service.answer_headers`` to every answer of ``/forward-auth``, whoever made it.
 
@@ -115,7 +125,8 @@ class ForwardAuthAnswers:
     (two ``Authorization`` headers, a header too long) answer there, before
     any route, and nginx must learn their status too (a client's bad request
     would otherwise reach it as a 500 it cannot tell from keyhouse being
-    down). Every other path passes through untouched. An error's body is
+    down). So do the paths under it (``/forward-auth/``: 404). Every other
+    path passes through untouched. An error's body is
     held until it is complete (a few hundred bytes) to copy it into a header.
     """
 
@@ -123,7 +134,7 @@ class ForwardAuthAnswers:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH:
+        if scope["type"] != "http" or not _under_path(scope["path"]):
             await self.app(scope, receive, send)
             return
         start: Message | None = None

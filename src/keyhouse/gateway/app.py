@@ -8,7 +8,7 @@ For every HTTP request, whatever its method, path and query:
 2. ``get_forward_caller``: the pipeline's authenticator, with forward auth's
    credential (``Authorization: Bearer`` or ``KEYHOUSE_FORWARD_AUTH_HEADER``);
    any key type (a public key is what browser code holds). An admin or
-   verify token is no account's key: 401/403, and the upstream never sees it;
+   verify token is no account's key: 401, and the upstream never sees it;
 3. ``metered_call``: the pipeline's meter (402, 429 with ``Retry-After``);
 4. the request, with its body streamed, to the upstream (httpx); the
    upstream's status, headers and body streamed back.
@@ -17,9 +17,10 @@ Refusals are keyhouse's envelope, and the upstream is not called. What a
 call costs (README, "No proxy"): a call the upstream answered counts, whatever
 its status, for the upstream did the work and an upstream's 5xx is often its
 answer to the request (and the rate limit is what protects it when it is
-overloaded); a call the gateway answers with 502 ``provider_error`` or 503
-consumes nothing, quota or rate token (``metered_call`` gives back a call
-that ends in a 5xx error, ``_server_error``): the upstream answered nothing.
+overloaded); a call the gateway answers itself (400, 502 ``provider_error``,
+503) consumes nothing, quota or rate token (``metered_call`` gives back every
+error raised past the meter, ``_gateway_answer``): the upstream answered
+nothing.
 
 Memory per request is bounded by the chunks in flight: uvicorn stops reading
 a request body the application has not taken (its flow control), httpx sends
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import traceback
 from collections.abc import AsyncIterator
@@ -87,21 +89,53 @@ class ClientDisconnected(Exception):
     """The client went away while its request body was being passed on."""
 
 
+# How often a path is percent-decoded when looking for dot segments: a server
+# behind a server may decode once more than the one in front (%252e -> %2e -> .);
+# a path still changing after this many rounds is refused, not passed on.
+_MAX_DECODINGS = 4
+# What some server on the way reads as a segment's end: '/', its encoding %2F
+# (nginx as the upstream decodes it, then resolves the dots: reproduced, r14),
+# and '\\' with its encoding %5C (Windows servers, Tomcat's ALLOW_BACKSLASH).
+_SEPARATORS = re.compile(rb"[/\\]")
+_DOT_SEGMENTS = frozenset({b".", b".."})
+
+
+def _has_dot_segment(raw_path: bytes) -> bool:
+    """Whether some decoding of ``raw_path`` holds a ``.`` or ``..`` segment.
+
+    Decoded up to ``_MAX_DECODINGS`` times, split after each round, so
+    ``%2F`` and ``%5C`` are separators and ``%2e``, ``%252e`` are dots. A
+    segment's path parameters (``..;x``) are cut off first: Tomcat and Spring
+    remove them, then resolve the ``..`` that is left.
+    """
+    current = raw_path
+    for _ in range(_MAX_DECODINGS):
+        for segment in _SEPARATORS.split(current):
+            if segment.split(b";", 1)[0] in _DOT_SEGMENTS:
+                return True
+        decoded = unquote_to_bytes(current)
+        if decoded == current:
+            return False
+        current = decoded
+    return True
+
+
 def _bad_path(raw_path: bytes) -> errors.BadRequest | None:
     """400 for a path that is not ``/...`` or holds a dot segment (``.``, ``..``, also
-    percent-encoded): the upstream would resolve it past the gateway's path prefix.
-    Clients remove dot segments before sending (RFC 3986 section 5.2.4)."""
+    percent-encoded, once or more, or between encoded slashes or backslashes,
+    ``_has_dot_segment``): the upstream would resolve it past the gateway's path
+    prefix. Clients remove dot segments before sending (RFC 3986 section 5.2.4)."""
     if not raw_path.startswith(b"/"):
         return errors.BadRequest(
             "The request target is not a path.", fix="Send a path that starts with '/'."
         )
-    for segment in raw_path.split(b"/"):
-        if unquote_to_bytes(segment) in {b".", b".."}:
-            return errors.BadRequest(
-                "The path holds a '.' or '..' segment.",
-                fix="Send the path with its dot segments resolved (as browsers and HTTP "
-                "clients do).",
-            )
+    if _has_dot_segment(raw_path):
+        return errors.BadRequest(
+            "The path holds a '.' or '..' segment (perhaps percent-encoded, or between "
+            "encoded slashes or backslashes).",
+            fix="Send the path with its dot segments resolved (as browsers and HTTP "
+            "clients do), also those between encoded slashes (%2F, %5C) or backslashes.",
+        )
     return None
 
 
@@ -273,7 +307,7 @@ class Gateway:
         request = Request(scope, receive)
         try:
             caller = await get_forward_caller(request, runtime)
-            async with metered_call(request, caller, runtime):
+            async with metered_call(request, caller, runtime, gives_back=_gateway_answer):
                 return await self._send(client, scope, receive, raw_path, caller)
         except errors.KeyhouseError:
             raise
@@ -378,6 +412,17 @@ class Gateway:
             group.cancel_scope.cancel()
         if complete:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _gateway_answer(exc: Exception) -> bool:
+    """``metered_call``'s ``gives_back`` for the gateway: any error raised past the meter.
+
+    ``_send`` returns the upstream's answer and raises for anything else: a
+    400 h11 would not send (reviewer r14: ``Content-Length: 5 `` with a
+    trailing space was counted), a 502, a 503, the client gone. None of these
+    is the API's answer, so none consumes quota or a rate token.
+    """
+    return True
 
 
 def _refusing_jar() -> CookieJar:

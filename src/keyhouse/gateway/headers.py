@@ -8,12 +8,18 @@ it replaces or what is the client's to keep:
 * ``Authorization``: the key stays with keyhouse;
 * every ``X-Keyhouse-*`` field: the identity headers are keyhouse's to set
   (``http/identity.py``); a client's own would otherwise claim an account;
-* ``X-Forwarded-For``/``-Proto``/``-Host`` and ``Forwarded``: set again from
-  what the gateway saw (the client's address as uvicorn resolved it, through
+* every ``X-Forwarded-*`` field, ``Forwarded`` and ``X-Real-Ip``: the first
+  three of ``X-Forwarded-For``/``-Proto``/``-Host`` are set again from what
+  the gateway saw (the client's address as uvicorn resolved it, through
   ``KEYHOUSE_TRUSTED_PROXIES`` only), so a client cannot name another address;
 * ``Host``: the upstream's (httpx sets it from the URL), the client's goes in
   ``X-Forwarded-Host``;
 * ``Expect``: ``100-continue`` was the gateway's to answer (uvicorn did).
+
+A name is compared with ``_`` read as ``-``: CGI-style servers (WSGI's
+wsgiref, PHP, ...) map both to the same ``HTTP_*`` variable, so a client's
+``X_Keyhouse_Account_Id`` reached a wsgiref upstream as the account's id
+``HTTP_X_KEYHOUSE_ACCOUNT_ID`` (reproduced by reviewer r14).
 
 From the upstream, ``Date`` is dropped as nginx drops it (``proxy_pass_header``):
 the server adds its own, and two would be one too many.
@@ -42,19 +48,16 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
-_TO_UPSTREAM_DROPPED = frozenset(
-    {
-        b"host",
-        b"authorization",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"forwarded",
-        b"expect",
-    }
-)
+_TO_UPSTREAM_DROPPED = frozenset({b"host", b"authorization", b"forwarded", b"x-real-ip", b"expect"})
+# Whole families dropped toward the upstream: keyhouse's identity, and the
+# proxies' account of the client (X-Forwarded-Port, -Prefix, -Ssl, ... too).
+_TO_UPSTREAM_DROPPED_PREFIXES = (b"x-keyhouse-", b"x-forwarded-")
 _FROM_UPSTREAM_DROPPED = frozenset({b"date"})
-_KEYHOUSE_PREFIX = b"x-keyhouse-"
+
+
+def _as_read(name: bytes) -> bytes:
+    """A header name as a CGI-style server reads it: lowercase, ``_`` as ``-``."""
+    return name.lower().replace(b"_", b"-")
 
 
 def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -84,19 +87,20 @@ def request_headers(
     ``credential_header``: ``KEYHOUSE_FORWARD_AUTH_HEADER`` (``X-Api-Key``, say),
     dropped like ``Authorization``: the key stays with keyhouse either way."""
     given = list(headers)
-    credential = credential_header.lower().encode("latin-1") if credential_header else None
-    named = _connection_named(given)
+    credential = _as_read(credential_header.encode("latin-1")) if credential_header else None
+    named = {_as_read(name) for name in _connection_named(given)}
     out: Raw = []
     host: bytes | None = None
     for raw_name, value in given:
         name = raw_name.lower()
         if name == b"host" and host is None:
             host = value
+        read_as = _as_read(name)
         if (
-            _hop_by_hop(name, named)
-            or name in _TO_UPSTREAM_DROPPED
-            or name == credential
-            or name.startswith(_KEYHOUSE_PREFIX)
+            _hop_by_hop(read_as, named)
+            or read_as in _TO_UPSTREAM_DROPPED
+            or read_as == credential
+            or read_as.startswith(_TO_UPSTREAM_DROPPED_PREFIXES)
         ):
             continue
         out.append((name, value))

@@ -10,7 +10,8 @@
   through ``authenticate_token`` and ``keys.verify.Verifier``),
   ``get_admin_actor`` (the operator's token) or
   ``get_verify_actor`` (``POST /verify``: an admin or a verify-only token);
-  a verify-only token anywhere else is 403 (``verify_only``); failed
+  a verify-only token anywhere else in keyhouse's API is 403
+  (``verify_only``), and sent as a client's key through a proxy 401; failed
   attempts are counted per address (``failed_authentication``);
 * ``get_secret_caller``: the management API takes secret keys only;
 * meter: ``metered_call`` (``get_metered_caller`` as a dependency) counts
@@ -247,18 +248,28 @@ async def get_caller(request: Request, runtime: RuntimeDep) -> Caller:
 
 
 async def get_forward_caller(request: Request, runtime: RuntimeDep) -> Caller:
-    """Authenticate the key of a request a proxy hands on (``forward_credential``), any type."""
-    return await authenticate_token(request, runtime, forward_credential(request, runtime))
+    """Authenticate the key of a request a proxy hands on (``forward_credential``), any type.
+
+    A verify token there is a key that does not pass (401, a failed guess),
+    never the 403 ``verify_only``: the caller is a client from outside, and a
+    403 would tell it that the string it holds is the proxy's token (r14).
+    """
+    token = forward_credential(request, runtime)
+    return await authenticate_token(request, runtime, token, name_verify_tokens=False)
 
 
-async def authenticate_token(request: Request, runtime: Runtime, token: str) -> Caller:
+async def authenticate_token(
+    request: Request, runtime: Runtime, token: str, *, name_verify_tokens: bool = True
+) -> Caller:
     """The caller ``token`` stands for; 401 when it does not pass, counted against the
-    client's address (429 when it keeps guessing); 403 for a verify-only token."""
+    client's address (429 when it keeps guessing); 403 for a verify-only token when
+    ``name_verify_tokens`` (keyhouse's own API, whose callers are the operator's
+    services), else 401 as for any other string."""
     try:
         caller = await Verifier(runtime).authenticate(token, actor=request_actor(request, "key"))
     except errors.Unauthorized as exc:
         # Looked at only once the key failed: nothing on the hot path.
-        if _is_verify_token(runtime, token):
+        if name_verify_tokens and _is_verify_token(runtime, token):
             raise verify_only() from None
         raise failed_authentication(request, runtime, exc) from None
     request.state.caller = caller
@@ -289,13 +300,22 @@ def _server_error(exc: Exception) -> bool:
 
 
 @asynccontextmanager
-async def metered_call(request: Request, caller: Caller, runtime: Runtime) -> AsyncIterator[Caller]:
+async def metered_call(
+    request: Request,
+    caller: Caller,
+    runtime: Runtime,
+    *,
+    gives_back: Callable[[Exception], bool] = _server_error,
+) -> AsyncIterator[Caller]:
     """Count the call against the account's plan: 429 rate_limited, 402 usage_limit_exceeded.
 
     A refused call consumes nothing, and neither does a call whose answer is
     a 5xx: what it took (quota, token) is given back when the error leaves
-    this block (the session's commit is inside it). The RateLimit-* headers
-    go on the response.
+    this block (the session's commit is inside it). ``gives_back`` says which
+    errors those are; the gateway gives back every one, for past the meter
+    only its upstream's answer is returned, and whatever is raised is the
+    gateway's own answer (a 400 for a request h11 will not send, a 502, ...).
+    The RateLimit-* headers go on the response.
     """
     metered = await meter(runtime, caller)
     if metered.headers:
@@ -305,7 +325,7 @@ async def metered_call(request: Request, caller: Caller, runtime: Runtime) -> As
     try:
         yield caller
     except Exception as exc:
-        if _server_error(exc):
+        if gives_back(exc):
             await unmeter(runtime, metered)
         raise
 

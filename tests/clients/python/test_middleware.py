@@ -215,6 +215,57 @@ async def test_fails_closed_when_keyhouse_cannot_be_reached(framework: str) -> N
     assert response.headers["retry-after"] == "2"
 
 
+async def test_a_refusal_carries_keyhouses_tracking_id(live: Live, admin: Keyhouse) -> None:
+    """Reviewer r14: the middleware's refusals carried an id of its own (``req_<hex>``),
+    so its answer and keyhouse's log line could not be matched. Now keyhouse's id of
+    the verification (its answer's X-Tracking-Id); its own only when keyhouse was not
+    asked (no key) or not reached."""
+    quota = admin.accounts.create(unique("tracked"), limits={"monthlyRequests": 1}).key
+    seen: list[str] = []
+
+    async def record(response: httpx.Response) -> None:
+        seen.append(response.headers["x-tracking-id"])
+
+    hooked = httpx.AsyncClient(event_hooks={"response": [record]})
+    verifier = AsyncKeyhouse(live.url, live.verify_token, http_client=hooked)
+    async with hooked, verifier, http(starlette_app(client=verifier, cache_ttl=0)) as client:
+        unknown = bearer("unknown_" + secrets.token_urlsafe(24))
+        refused = await client.get("/whoami", headers=unknown)
+        body = assert_refused(refused, 401, "invalid_api_key")
+        assert body["trackingId"] == seen[-1]
+        assert (await client.get("/whoami", headers=bearer(quota.key))).status_code == 200
+        over = await client.get("/whoami", headers=bearer(quota.key))
+        body = assert_refused(over, 402, "usage_limit_exceeded")
+        assert body["trackingId"] == seen[-1]
+        # Too long for keyhouse (its 400): the middleware's 401, keyhouse's id.
+        body = assert_refused(
+            await client.get("/whoami", headers=bearer("x" * 1000)), 401, "invalid_api_key"
+        )
+        assert body["trackingId"] == seen[-1]
+        asked = len(seen)
+        body = assert_refused(await client.get("/whoami"), 401, "missing_api_key")
+        assert len(seen) == asked  # not asked: the middleware's own id
+        assert body["trackingId"] not in seen
+
+
+def test_a_wsgi_refusal_carries_keyhouses_tracking_id(live: Live) -> None:
+    """``test_a_refusal_carries_keyhouses_tracking_id`` for ``KeyhouseWSGIAuth``."""
+    seen: list[str] = []
+
+    def record_sync(response: httpx.Response) -> None:
+        seen.append(response.headers["x-tracking-id"])
+
+    hooked_sync = httpx.Client(event_hooks={"response": [record_sync]})
+    with hooked_sync, Keyhouse(live.url, live.verify_token, http_client=hooked_sync) as sync:
+        wsgi = KeyhouseWSGIAuth(flask.Flask("tracked").wsgi_app, client=sync, cache_ttl=0)
+        transport = httpx.WSGITransport(app=wsgi)
+        with httpx.Client(transport=transport, base_url="http://api") as wsgi_client:
+            unknown = bearer("unknown_" + secrets.token_urlsafe(24))
+            wsgi_refused = wsgi_client.get("/whoami", headers=unknown)
+    assert_refused(wsgi_refused, 401, "invalid_api_key")
+    assert wsgi_refused.json()["trackingId"] == seen[-1]
+
+
 async def test_a_wrong_service_token_fails_closed_and_is_logged(
     live: Live, admin: Keyhouse, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -225,8 +276,10 @@ async def test_a_wrong_service_token_fails_closed_and_is_logged(
         async with http(app) as client:
             response = await client.get("/whoami", headers=bearer(key.key))
     await app.client.close()
-    assert_refused(response, 503, "service_unavailable")
+    body = assert_refused(response, 503, "service_unavailable")
     [record] = [r for r in caplog.records if r.name == "keyhouse_client"]
+    # The logged id is keyhouse's, and the client's answer carries the same.
+    assert body["trackingId"] == record.__dict__["tracking_id"]
     assert record.getMessage() == "keyhouse_refused_verification"
     assert (record.__dict__["status"], record.__dict__["code"]) == (401, "invalid_api_key")
     assert token not in caplog.text

@@ -21,6 +21,7 @@ it twice ends in the same state. Other statuses (400, 401, 402, 404, 409,
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import math
 import time
@@ -28,7 +29,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -213,7 +214,7 @@ def finish(call: Call[T], response: httpx.Response) -> T:
     if not response.is_success:
         raise error_from(response)
     try:
-        return call.read(response.json())
+        value = call.read(response.json())
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise KeyhouseError(
             response.status_code,
@@ -223,6 +224,12 @@ def finish(call: Call[T], response: httpx.Response) -> T:
             fix="Check the base URL, and that this client's version fits the server's.",
             tracking_id=response.headers.get("x-tracking-id"),
         ) from None
+    if isinstance(value, VerifyResult):
+        # The middleware answers a refusal with keyhouse's id of the verification,
+        # so the protected API's answer and keyhouse's log line match.
+        tracked = dataclasses.replace(value, tracking_id=response.headers.get("x-tracking-id"))
+        return cast(T, tracked)
+    return value
 
 
 # -- the calls -------------------------------------------------------------------------

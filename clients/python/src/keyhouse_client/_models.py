@@ -320,7 +320,9 @@ class VerifyResult:
     The key's details (``key_id``, ``account_id``, ``key_type``, ``name``,
     ``environment_id`` when scoped, ``expires_at`` when it expires) are given
     when the key exists; ``ratelimit`` when the plan has a rate limit;
-    ``usage`` for a key that exists and is in force.
+    ``usage`` for a key that exists and is in force. ``tracking_id``: keyhouse's
+    id of the answer (its ``X-Tracking-Id`` header), for matching logs; not
+    compared.
     """
 
     valid: bool
@@ -333,6 +335,7 @@ class VerifyResult:
     expires_at: datetime | None = None
     ratelimit: RateLimitInfo | None = None
     usage: UsageInfo | None = None
+    tracking_id: str | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VerifyResult:

@@ -8,7 +8,9 @@ with the verified ``Identity`` (ASGI: ``scope["state"]["keyhouse"]``, which
 is ``request.state.keyhouse`` in Starlette, FastAPI and Litestar; WSGI:
 ``environ["keyhouse.identity"]``; ``identity_of`` reads either) or answers
 itself with keyhouse's error envelope ``{trackingId, error: {code, message,
-fix}}`` and the ``X-Tracking-Id`` header:
+fix}}`` and the ``X-Tracking-Id`` header (keyhouse's id of the verification,
+as in its log; the middleware's own ``req_...`` only when keyhouse was not
+reached or not asked):
 
 =============================  ======  ==========================================
 the key                        status  ``error.code``
@@ -53,6 +55,7 @@ counted).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -177,6 +180,9 @@ class Refusal:
         return json.dumps({"trackingId": tracking_id, "error": detail}).encode()
 
     def response(self) -> tuple[int, list[tuple[str, str]], bytes]:
+        # keyhouse's id of the verification when there was one (``refusal_for``,
+        # ``refusal_for_error``); the middleware's own only when keyhouse was not
+        # reached or not asked (no key, two Authorization headers).
         tracking_id = self.tracking_id or f"req_{uuid.uuid4().hex}"
         body = self.body(tracking_id)
         headers = [
@@ -263,7 +269,11 @@ def key_from_header(header: str | None) -> str | Refusal:
 
 
 def refusal_for(result: VerifyResult) -> Refusal:
-    """The answer to a verdict that is not ``valid``."""
+    """The answer to a verdict that is not ``valid``, with keyhouse's tracking id of it."""
+    return dataclasses.replace(_refusal_for(result), tracking_id=result.tracking_id)
+
+
+def _refusal_for(result: VerifyResult) -> Refusal:
     if result.code == "rate_limited":
         headers: list[tuple[str, str]] = []
         wait = 1
@@ -293,7 +303,7 @@ def refusal_for_error(exc: KeyhouseError) -> Refusal:
     """Fail closed: what the protected API answers when keyhouse gave no verdict."""
     if exc.status == 400:
         # keyhouse refused the key's shape (e.g. over 1024 characters): no key of its.
-        return _INVALID
+        return dataclasses.replace(_INVALID, tracking_id=exc.tracking_id)
     if not isinstance(exc, KeyhouseUnavailable):
         # This service's token is wrong, not allowed, or rate limited for its
         # failures: a configuration error of the service, not the caller's.
@@ -310,6 +320,8 @@ def refusal_for_error(exc: KeyhouseError) -> Refusal:
         "API keys cannot be verified right now.",
         f"Retry after {wait} s (Retry-After).",
         headers=(("retry-after", str(wait)),),
+        # keyhouse's id when it answered (a 503, a refused token): the logs match.
+        tracking_id=exc.tracking_id,
     )
 
 
