@@ -29,6 +29,7 @@ from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.record import KeyRecord
 from keyhouse.keys.repository import find_record
+from keyhouse.keys.restrictions import Restrictions
 from keyhouse.limits.plan import Plan
 from keyhouse.limits.service import usage_object
 from keyhouse.logs import get_logger
@@ -72,6 +73,11 @@ class Caller:
     key_type: KeyType
     environment_id: str | None
     plan: Plan
+    # Issue 15: the key's scopes and restrictions (None: unrestricted) and
+    # its account's refuseSecretKeysFromBrowsers, from the cached record.
+    scopes: tuple[str, ...] | None = None
+    restrictions: Restrictions | None = None
+    refuse_browsers: bool = False
 
     @property
     def is_secret(self) -> bool:
@@ -131,7 +137,14 @@ class Verifier:
         record = verdict.record
         if verdict.code == "valid" and record is not None:
             return Caller(
-                record.account_id, record.id, record.key_type, record.environment_id, record.plan
+                record.account_id,
+                record.id,
+                record.key_type,
+                record.environment_id,
+                record.plan,
+                record.scopes,
+                record.restrictions,
+                record.refuse_browsers,
             )
         if verdict.code == "malformed":
             raise errors.MalformedApiKey()
