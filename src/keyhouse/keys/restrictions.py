@@ -188,8 +188,9 @@ class Restrictions:
 # --- validation (400s) ------------------------------------------------------
 
 
-def _bad(message: str, fix: str) -> errors.BadRequest:
-    return errors.BadRequest(message, fix=fix)
+def _bad(field: str, problem: str, fix: str) -> errors.BadRequest:
+    """A 400 whose message and fix both name the field (``restrictions.ipAllowlist[3]``)."""
+    return errors.BadRequest(f"{field} {problem}", fix=f"{field}: {fix}")
 
 
 def _some(names: Iterable[str], limit: int = 12) -> str:
@@ -209,11 +210,12 @@ def parse_scopes(values: Sequence[str], catalog: Collection[str]) -> tuple[str, 
     there are more than ``MAX_SCOPES``.
     """
     if isinstance(values, str) or not isinstance(values, Sequence):
-        raise _bad("scopes must be an array of scope names.", 'Send e.g. "scopes": ["keys:read"].')
+        raise _bad("scopes", "must be an array of scope names.", 'send e.g. ["keys:read"].')
     if len(values) > MAX_SCOPES:
         raise _bad(
-            f"scopes has {len(values)} entries; a key holds at most {MAX_SCOPES}.",
-            "Use a wildcard such as 'messages:*' for every scope of a resource.",
+            "scopes",
+            f"has {len(values)} entries; a key holds at most {MAX_SCOPES}.",
+            "use a wildcard such as 'messages:*' for every scope of a resource.",
         )
     known = set(catalog) | BUILTIN_SCOPES.keys()
     resources = {scope_resource(name) for name in known}
@@ -221,20 +223,23 @@ def parse_scopes(values: Sequence[str], catalog: Collection[str]) -> tuple[str, 
     for index, value in enumerate(values):
         if not isinstance(value, str) or not (is_scope_name(value) or _is_wildcard(value)):
             raise _bad(
-                f"scopes[{index}] is not a scope name.",
-                "Scope names are 'resource:action' in lowercase, such as 'messages:send', "
+                f"scopes[{index}]",
+                "is not a scope name.",
+                "scope names are 'resource:action' in lowercase, such as 'messages:send', "
                 "or 'resource:*' for every scope of a resource.",
             )
         if _is_wildcard(value):
             if scope_resource(value) not in resources:
                 raise _bad(
-                    f"scopes[{index}] '{value}' names no resource of the scope catalog.",
-                    f"Known resources: {_some(resources)}; declare scopes with PUT /admin/scopes.",
+                    f"scopes[{index}]",
+                    f"'{value}' names no resource of the scope catalog.",
+                    f"known resources: {_some(resources)}; declare scopes with PUT /admin/scopes.",
                 )
         elif value not in known:
             raise _bad(
-                f"scopes[{index}] '{value}' is not a scope of this platform.",
-                f"Known scopes: {_some(known)}; the operator declares scopes with "
+                f"scopes[{index}]",
+                f"'{value}' is not a scope of this platform.",
+                f"known scopes: {_some(known)}; the operator declares scopes with "
                 "PUT /admin/scopes (or keyhouse scopes set).",
             )
         out.add(value)
@@ -244,7 +249,7 @@ def parse_scopes(values: Sequence[str], catalog: Collection[str]) -> tuple[str, 
 def _parse_network(value: object, index: int) -> Network:
     where = f"restrictions.ipAllowlist[{index}]"
     if not isinstance(value, str) or len(value) > 64:
-        raise _bad(f"{where} is not a CIDR.", "Write e.g. '203.0.113.0/24' or '2001:db8::/32'.")
+        raise _bad(where, "is not a CIDR.", "write e.g. '203.0.113.0/24' or '2001:db8::/32'.")
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError:
@@ -252,20 +257,22 @@ def _parse_network(value: object, index: int) -> Network:
             loose = ipaddress.ip_network(value, strict=False)
         except ValueError:
             raise _bad(
-                f"{where} is not a CIDR.", "Write e.g. '203.0.113.0/24' or '2001:db8::/32'."
+                where, "is not a CIDR.", "write e.g. '203.0.113.0/24' or '2001:db8::/32'."
             ) from None
         address = value.partition("/")[0]
         raise _bad(
-            f"{where} '{value}' has host bits set.",
-            f"Write the network, '{loose}', or '{address}/{loose.max_prefixlen}' if you "
+            where,
+            f"'{value}' has host bits set.",
+            f"write the network, '{loose}', or '{address}/{loose.max_prefixlen}' if you "
             "meant the one address.",
         ) from None
     if isinstance(network, IPv6Network) and network.subnet_of(_MAPPED):
         mapped = network.network_address.ipv4_mapped
         prefix = network.prefixlen - 96
         raise _bad(
-            f"{where} '{value}' is an IPv4-mapped IPv6 network.",
-            f"Write it as IPv4: '{mapped}/{prefix}'; IPv4 clients are checked as IPv4.",
+            where,
+            f"'{value}' is an IPv4-mapped IPv6 network.",
+            f"write it as IPv4: '{mapped}/{prefix}'; IPv4 clients are checked as IPv4.",
         )
     return network
 
@@ -273,19 +280,20 @@ def _parse_network(value: object, index: int) -> Network:
 def _parse_origin(value: object, index: int) -> str:
     where = f"restrictions.allowedOrigins[{index}]"
     fix = (
-        "Write an origin as a browser sends it: 'https://app.example.com' (scheme, host, "
+        "write an origin as a browser sends it: 'https://app.example.com' (scheme, host, "
         "optional port, no path), or 'https://*.example.com' for its subdomains."
     )
     if not isinstance(value, str) or len(value) > 300:
-        raise _bad(f"{where} is not an origin.", fix)
+        raise _bad(where, "is not an origin.", fix)
     normalized = _normalize_origin(value.lower())
     if normalized is None:
-        raise _bad(f"{where} is not an origin.", fix)
+        raise _bad(where, "is not an origin.", fix)
     host = normalized.partition("://")[2].partition(":")[0]
     if host.startswith("*.") and host.count(".") < 2:
         raise _bad(
-            f"{where} '{value}' allows every host of a top-level domain.",
-            "Name at least two labels after the wildcard, as in 'https://*.example.com'.",
+            where,
+            f"'{value}' allows every host of a top-level domain.",
+            "name at least two labels after the wildcard, as in 'https://*.example.com'.",
         )
     return normalized
 
@@ -313,14 +321,15 @@ def _list_member(data: Mapping[str, Any], name: str, limit: int, example: str) -
         return None
     where = f"restrictions.{name}"
     if not isinstance(value, list):
-        raise _bad(f"{where} must be an array.", f"Send e.g. {example}.")
+        raise _bad(where, "must be an array.", f"send e.g. {example}.")
     if not value:
         raise _bad(
-            f"{where} is empty: nothing could use the key.",
-            f"Leave {name} out for no restriction, or list at least one entry.",
+            where,
+            "is empty: nothing could use the key.",
+            f"leave {name} out for no restriction, or list at least one entry.",
         )
     if len(value) > limit:
-        raise _bad(f"{where} has {len(value)} entries; at most {limit}.", f"List at most {limit}.")
+        raise _bad(where, f"has {len(value)} entries; at most {limit}.", f"list at most {limit}.")
     return value
 
 
@@ -339,15 +348,17 @@ def parse_restrictions(
     """
     if not isinstance(data, Mapping):
         raise _bad(
-            "restrictions must be an object.",
-            'Send e.g. {"ipAllowlist": ["203.0.113.0/24"]}.',
+            "restrictions",
+            "must be an object.",
+            'send e.g. {"ipAllowlist": ["203.0.113.0/24"]}.',
         )
     unknown = sorted(str(name) for name in data if name not in _MEMBERS)
     if unknown:
         shown = unknown[0] if len(unknown[0]) <= 40 else unknown[0][:40] + "..."
         raise _bad(
-            f"restrictions has an unknown member '{shown}'.",
-            "restrictions takes ipAllowlist, allowedOrigins and attributes.",
+            "restrictions",
+            f"has an unknown member '{shown}'.",
+            "it takes ipAllowlist, allowedOrigins and attributes.",
         )
 
     ips: tuple[Network, ...] | None = None
@@ -361,8 +372,9 @@ def parse_restrictions(
     if values is not None:
         if key_type != "public":
             raise _bad(
-                "restrictions.allowedOrigins is for public keys only.",
-                "Create a public key (keyType 'public') for browsers; restrict a secret key "
+                "restrictions.allowedOrigins",
+                "is for public keys only.",
+                "create a public key (keyType 'public') for browsers; restrict a secret key "
                 "with ipAllowlist instead, and never send it from a browser.",
             )
         origins = tuple(sorted({_parse_origin(value, index) for index, value in enumerate(values)}))
@@ -386,45 +398,51 @@ def _parse_attributes(
         return None
     if not isinstance(value, Mapping):
         raise _bad(
-            "restrictions.attributes must be an object of arrays.",
-            'Send e.g. {"senderDomain": ["acme.com"]}.',
+            "restrictions.attributes",
+            "must be an object of arrays.",
+            'send e.g. {"senderDomain": ["acme.com"]}.',
         )
     if not value:
         raise _bad(
-            "restrictions.attributes is empty.",
-            "Leave attributes out for no restriction, or restrict at least one attribute.",
+            "restrictions.attributes",
+            "is empty.",
+            "leave attributes out for no restriction, or restrict at least one attribute.",
         )
     out: list[tuple[str, frozenset[str]]] = []
     for name, values in value.items():
         if not isinstance(name, str) or not is_attribute_name(name):
             raise _bad(
-                "restrictions.attributes has a name that is not an attribute name.",
-                "Attribute names are camelCase identifiers such as 'senderDomain'.",
+                "restrictions.attributes",
+                "has a name that is not an attribute name.",
+                "attribute names are camelCase identifiers such as 'senderDomain'.",
             )
         where = f"restrictions.attributes.{name}"
         if name not in catalog:
             declared = _some(catalog) if catalog else "none"
             raise _bad(
-                f"{where}: '{name}' is not an attribute of this platform.",
-                f"Declared attributes: {declared}; the operator declares them with "
+                where,
+                "is not an attribute of this platform.",
+                f"declared attributes: {declared}; the operator declares them with "
                 "PUT /admin/scopes (its 'attributes').",
             )
         if not isinstance(values, list) or not values:
             raise _bad(
-                f"{where} must be a non-empty array of strings.",
-                f'Send e.g. "{name}": ["acme.com"]; leave {name} out for no restriction.',
+                where,
+                "must be a non-empty array of strings.",
+                f'send e.g. "{name}": ["acme.com"]; leave {name} out for no restriction.',
             )
         if len(values) > MAX_ATTRIBUTE_VALUES:
             raise _bad(
-                f"{where} has {len(values)} values; at most {MAX_ATTRIBUTE_VALUES}.",
-                f"List at most {MAX_ATTRIBUTE_VALUES} values.",
+                where,
+                f"has {len(values)} values; at most {MAX_ATTRIBUTE_VALUES}.",
+                f"list at most {MAX_ATTRIBUTE_VALUES} values.",
             )
         for index, item in enumerate(values):
             if not isinstance(item, str) or not 0 < len(item) <= MAX_ATTRIBUTE_VALUE_LENGTH:
                 raise _bad(
-                    f"{where}[{index}] must be a string of 1-{MAX_ATTRIBUTE_VALUE_LENGTH} "
-                    "characters.",
-                    f'Send e.g. "{name}": ["acme.com"].',
+                    f"{where}[{index}]",
+                    f"must be a string of 1-{MAX_ATTRIBUTE_VALUE_LENGTH} characters.",
+                    f'send e.g. "{name}": ["acme.com"].',
                 )
         out.append((name, frozenset(values)))
     return tuple(sorted(out))
