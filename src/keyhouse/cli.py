@@ -63,6 +63,9 @@ from keyhouse.limits.repository import UsageRepository
 from keyhouse.limits.service import usage_object
 from keyhouse.logs import configure_logging, get_logger, route_stdlib_logging
 from keyhouse.runtime import Runtime, load_secrets
+from keyhouse.scopes.schemas import PutCatalogRequest
+from keyhouse.scopes.service import Entry as ScopeEntryValue
+from keyhouse.scopes.service import ScopeService, catalog_object
 from keyhouse.serving import (
     KEYHOUSE_APP,
     check_port,
@@ -1273,6 +1276,107 @@ def admin_token(as_json: JsonOpt = False) -> None:
         emit_json({"adminToken": tokens.first})
     else:
         print(tokens.first)
+
+
+# -- the scope catalog (issue 15) ------------------------------------------------------
+
+scopes_app = typer.Typer(
+    help="The platform's scope catalog: the scopes and attributes keys may carry.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(scopes_app, name="scopes")
+
+_SCOPE_FIXES: Fixes = {
+    errors.Conflict: (
+        "keep it in the file, or first revoke the keys that carry it (`keyhouse key revoke KEY_ID`)"
+    ),
+}
+
+
+def _catalog_file(path: Path) -> PutCatalogRequest:
+    """FILE.json as PUT /admin/scopes takes it, or the one-line failure naming the member."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail("usage_error", f"cannot read {path}: {_first_line(exc)}", "give a JSON file's path")
+    try:
+        return PutCatalogRequest.model_validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or "the file"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        fail(
+            "validation_error",
+            f"{path}: {where}: {message}",
+            'the file is {"scopes": [{"name": "messages:send", "description": "..."}], '
+            '"attributes": [{"name": "senderDomain", "description": "..."}]}',
+        )
+
+
+def _print_catalog(catalog: Mapping[str, Any]) -> None:
+    rows = [
+        [s["name"], "built-in" if s["builtin"] else "declared", s["description"]]
+        for s in catalog["scopes"]
+    ]
+    print_table(["scope", "kind", "description"], rows, whole={"scope"})
+    if catalog["attributes"]:
+        rows = [[a["name"], a["description"]] for a in catalog["attributes"]]
+        print_table(["attribute", "description"], rows, whole={"attribute"})
+
+
+@scopes_app.command("set")
+def scopes_set(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE.json",
+            help='{"scopes": [{"name", "description"}], "attributes": [...]}; - for stdin.',
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace the scope catalog with FILE.json (as PUT /admin/scopes)."""
+    settings = _settings()
+    body = _catalog_file(file)
+
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
+        entries, change = await ScopeService(session).replace(
+            [ScopeEntryValue(s.name, s.description) for s in body.scopes],
+            [ScopeEntryValue(a.name, a.description) for a in body.attributes],
+            actor=CLI,
+        )
+        return {"catalog": catalog_object(entries), "change": change.to_json()}
+
+    result = with_session(settings, work, _SCOPE_FIXES)
+    if as_json:
+        emit_json(result["catalog"])
+        return
+    declared = [s for s in result["catalog"]["scopes"] if not s["builtin"]]
+    attributes = result["catalog"]["attributes"]
+    summary = f"{len(declared)} scopes, {len(attributes)} attributes"
+    if not result["change"]:
+        print(f"Scope catalog unchanged ({summary}).")
+        return
+    print(f"Scope catalog set: {summary}.")
+    for member, part in result["change"].items():
+        for what, names in part.items():
+            print(f"  {member} {what}: {', '.join(names)}")
+
+
+@scopes_app.command("list")
+def scopes_list(as_json: JsonOpt = False) -> None:
+    """List the scopes keys may carry (built-ins first) and the attributes."""
+    settings = _settings()
+
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
+        return catalog_object(await ScopeService(session).get())
+
+    catalog = with_session(settings, work)
+    if as_json:
+        emit_json(catalog)
+        return
+    _print_catalog(catalog)
 
 
 # -- the entry point ------------------------------------------------------------------

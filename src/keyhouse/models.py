@@ -98,8 +98,10 @@ class ApiKey(Base):
     rolled_to: Mapped[str | None] = mapped_column(String(30))
     # Issue 15 (keys/restrictions.py): NULL scopes is an unrestricted key; the
     # list is validated and sorted. restrictions is Restrictions.to_json().
-    scopes: Mapped[list[str] | None] = mapped_column(JSON)
-    restrictions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # none_as_null: None is SQL NULL, not the JSON text 'null' (SQLAlchemy's
+    # default), so "IS NULL" means unrestricted whoever wrote the row.
+    scopes: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    restrictions: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class CatalogEntry(Base):
@@ -121,7 +123,10 @@ class Event(Base):
     __table_args__ = (Index("ix_events_account_id_id", "account_id", "id"),)
 
     id: Mapped[str] = mapped_column(String(30), primary_key=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # NULL: an event of keyhouse as a whole, not of one account (the scope
+    # catalog's scopes.updated): only the operator's log (GET /admin/events)
+    # shows it. No made-up account: every account's log would be wrong.
+    account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(40))
     key_id: Mapped[str | None] = mapped_column(String(30))
     environment_id: Mapped[str | None] = mapped_column(String(30))

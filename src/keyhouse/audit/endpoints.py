@@ -66,7 +66,8 @@ async def admin_list_events(
     ] = None,
 ) -> JSONResponse:
     """The audit log of every account (or of `accountId`), newest first, paged
-    as `GET /events` is; each event names its `accountId`. Needs an admin token."""
+    as `GET /events` is; each event names its `accountId` (an event of keyhouse as a
+    whole, such as `scopes.updated`, has none). Needs an admin token."""
     rows, has_more = await AuditService(session).list(
         accountId, limit=limit, starting_after=startingAfter
     )

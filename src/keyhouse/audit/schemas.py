@@ -67,7 +67,10 @@ class AdminEvent(Event):
 
     model_config = ConfigDict(title="AdminEvent")
 
-    accountId: str = Field(description="The account the event belongs to")
+    accountId: str | None = omittable(
+        "The account the event belongs to; absent for an event of keyhouse as a whole "
+        "(scopes.updated: the scope catalog)."
+    )
 
 
 class ListAdminEventsResponse(BaseModel):
