@@ -25,7 +25,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from keyhouse.db.base import Base, UTCDateTime
 
-__all__ = ["Account", "ApiKey", "Environment", "Event", "IdempotencyRecord", "Usage", "UsageFlush"]
+__all__ = [
+    "Account",
+    "ApiKey",
+    "CatalogEntry",
+    "Environment",
+    "Event",
+    "IdempotencyRecord",
+    "Usage",
+    "UsageFlush",
+]
 
 
 class Account(Base):
@@ -39,6 +48,10 @@ class Account(Base):
     monthly_requests: Mapped[int | None] = mapped_column(Integer)
     rate_per_second: Mapped[int | None] = mapped_column(Integer)
     burst: Mapped[int | None] = mapped_column(Integer)
+    # Refuse a secret key sent with Origin or Sec-Fetch-Site: cross-site (issue 15).
+    refuse_secret_keys_from_browsers: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
 
 class Environment(Base):
@@ -83,6 +96,22 @@ class ApiKey(Base):
     # The key a roll replaced this one with (its key.rolled event says the same):
     # a key is rolled once; rolling it again while its grace lasts is refused.
     rolled_to: Mapped[str | None] = mapped_column(String(30))
+    # Issue 15 (keys/restrictions.py): NULL scopes is an unrestricted key; the
+    # list is validated and sorted. restrictions is Restrictions.to_json().
+    scopes: Mapped[list[str] | None] = mapped_column(JSON)
+    restrictions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class CatalogEntry(Base):
+    """The platform's scope catalog (PUT /admin/scopes): one row per declared
+    scope (``kind`` "scope") or attribute (``kind`` "attribute"). Global, not
+    per account: the operator declares what its platform's keys may do."""
+
+    __tablename__ = "catalog_entries"
+
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500))
 
 
 class Event(Base):

@@ -31,6 +31,7 @@ from keyhouse.keys.format import MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.record import KeyRecord
 from keyhouse.keys.repository import find_record
 from keyhouse.keys.restrictions import (
+    Restrictions,
     attribute_refusal,
     ip_allowed,
     missing_scopes,
@@ -89,6 +90,11 @@ class Caller:
     key_type: KeyType
     environment_id: str | None
     plan: Plan
+    # Issue 15: the key's scopes and restrictions (None: unrestricted) and
+    # its account's refuseSecretKeysFromBrowsers, from the cached record.
+    scopes: tuple[str, ...] | None = None
+    restrictions: Restrictions | None = None
+    refuse_browsers: bool = False
 
     @property
     def is_secret(self) -> bool:
