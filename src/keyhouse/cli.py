@@ -1064,10 +1064,11 @@ def key_create(
     fixes: Fixes = {
         errors.NotFound: f"`keyhouse environment list --account {account}` lists the "
         "account's environments",
-        errors.BadRequest: lambda exc: "give --expires-at a later time, with a time zone: "
-        "2027-01-31T00:00:00Z, say"
-        if "expiresAt" in exc.message
-        else _restriction_fix(exc),
+        errors.BadRequest: lambda exc: (
+            "give --expires-at a later time, with a time zone: 2027-01-31T00:00:00Z, say"
+            if "expiresAt" in exc.message
+            else _restriction_fix(exc)
+        ),
         errors.KeyLimitReached: "revoke a key no longer used (`keyhouse key revoke KEY_ID`), "
         f"or raise the limit (`keyhouse account limits {account} --max-keys N`)",
     }

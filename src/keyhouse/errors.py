@@ -281,7 +281,7 @@ class IpNotAllowed(Forbidden):
 class SecretKeyInBrowser(Forbidden):
     """A secret key sent by a browser, on an account that refuses that."""
 
-    code = ErrorCode.SECRET_KEY_IN_BROWSER  # noqa: S105 (an error code)
+    code = ErrorCode.SECRET_KEY_IN_BROWSER
     default_message = (
         "A secret key was sent from a web browser (an Origin or Sec-Fetch-Site: cross-site "
         "header); this account refuses secret keys from browsers."

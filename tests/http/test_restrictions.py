@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from keyhouse.keys.restrictions import BUILTIN_SCOPES
-from keyhouse.runtime import Runtime
 from keyhouse.openapi import _calls
+from keyhouse.runtime import Runtime
 from tests.factories import AccountWithKey, bearer, create_account, expect_error, set_limits
 
 # Every route of the account API and the built-in scope it needs.
@@ -57,7 +57,7 @@ async def call(
     return await client.request(method, path, headers={**auth, **(headers or {})}, json=body)
 
 
-def test_every_account_route_names_its_scope(app: FastAPI) -> None:
+async def test_every_account_route_names_its_scope(app: FastAPI) -> None:
     """The table above is every route the account's keys call, and each route has
     its scope as a dependency (``require_scope``), so none is forgotten."""
     found = set()
@@ -73,7 +73,9 @@ def test_every_account_route_names_its_scope(app: FastAPI) -> None:
         calls = _calls(route.dependant)
         if "get_secret_caller" not in calls:
             continue
-        scopes = {name[len("require_scope[") : -1] for name in calls if name.startswith("require_scope[")}
+        scopes = {
+            name[len("require_scope[") : -1] for name in calls if name.startswith("require_scope[")
+        }
         for method in route.methods or ():
             if method != "HEAD":
                 assert len(scopes) == 1, f"{method} {route.path}: scopes {scopes}"
@@ -98,7 +100,9 @@ class TestScopes:
         path = path.format(target=target)
         others = sorted(set(BUILTIN_SCOPES) - {scope})
         _, without = await key_with(client, acc, scopes=others)
-        error = expect_error(await call(client, method, path, without, body), 403, "insufficient_scope")
+        error = expect_error(
+            await call(client, method, path, without, body), 403, "insufficient_scope"
+        )
         assert scope in error["error"]["message"]
         assert scope in error["error"]["fix"]
         _, with_it = await key_with(client, acc, scopes=[scope])
@@ -114,7 +118,8 @@ class TestScopes:
     ) -> None:
         acc = await create_account(runtime)
         _, reader = await key_with(client, acc, scopes=["keys:read", "account:read"])
-        await set_limits(runtime, acc.account_id, monthlyRequests=1, burst=1, ratePerSecond=1)
+        # One token: a refusal that took it would leave GET /keys rate limited.
+        await set_limits(runtime, acc.account_id, burst=1, ratePerSecond=1)
         for _ in range(3):
             refused = await client.post(
                 "/keys", headers=reader, json={"name": "x", "keyType": "public"}
@@ -123,7 +128,7 @@ class TestScopes:
             expect_error(await client.get("/events", headers=reader), 403, "insufficient_scope")
         assert (await client.get("/keys", headers=reader)).status_code == 200
         usage = (await client.get("/account", headers=reader)).json()["usage"]
-        assert usage["requests"] == 1
+        assert usage["requests"] == 2  # the POST /keys that made the reader, and GET /keys
 
     async def test_a_refused_write_stores_no_idempotent_answer(
         self, client: httpx.AsyncClient, runtime: Runtime
@@ -132,7 +137,9 @@ class TestScopes:
         key_id, reader = await key_with(client, acc, scopes=["keys:read"])
         headers = {**reader, "Idempotency-Key": "5f0e0b4e-2f4c-4d7e-9a47-0b1b3b9d6d11"}
         body = {"name": "x", "keyType": "public"}
-        expect_error(await client.post("/keys", headers=headers, json=body), 403, "insufficient_scope")
+        expect_error(
+            await client.post("/keys", headers=headers, json=body), 403, "insufficient_scope"
+        )
         widened = await client.patch(f"/keys/{key_id}", headers=acc.auth, json={"scopes": None})
         assert widened.status_code == 200
         retried = await client.post("/keys", headers=headers, json=body)
@@ -174,14 +181,13 @@ class TestIpAllowlist:
         )
         assert (await from_203.get("/keys", headers=auth)).status_code == 200
         assert (await from_v6.get("/keys", headers=auth)).status_code == 200
-        await set_limits(runtime, acc.account_id, monthlyRequests=2)
         for path in ["/keys", "/account", "/environments", "/events"]:
             refused = await client.get(path, headers=auth)  # from 127.0.0.1
             error = expect_error(refused, 403, "ip_not_allowed")["error"]
             assert error["fix"]
-        # Refusals were not counted: 2 calls so far, and the plan allows 2.
+        # Refusals were not counted: the create and the two listings were.
         usage = (await from_203.get("/account", headers=auth)).json()["usage"]
-        assert usage["requests"] == 2
+        assert usage["requests"] == 3
 
     async def test_a_forwarded_for_header_is_not_believed_without_a_trusted_proxy(
         self, client: httpx.AsyncClient, acc: AccountWithKey
@@ -194,7 +200,11 @@ class TestIpAllowlist:
 class TestBrowserGuard:
     @pytest.mark.parametrize(
         "headers",
-        [{"Origin": "https://app.example.com"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}],
+        [
+            {"Origin": "https://app.example.com"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "cross-site"},
+        ],
     )
     async def test_a_secret_key_from_a_browser_is_refused_when_the_account_says_so(
         self,

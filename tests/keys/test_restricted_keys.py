@@ -402,7 +402,10 @@ class TestUpdate:
         change: dict[str, Any],
     ) -> None:
         env = await create_environment(runtime, acc.account_id, "staging")
-        body = {"scopes": [SEND, READ], "restrictions": {"ipAllowlist": ["203.0.113.0/24"]}}
+        body: dict[str, Any] = {
+            "scopes": [SEND, READ],
+            "restrictions": {"ipAllowlist": ["203.0.113.0/24"]},
+        }
         target = await create(client, acc.auth, environmentId=env.id, **body)
         _, writer = await restricted_key(client, acc, scopes=["keys:write"])
         _, env_key = await restricted_key(client, acc, environmentId=env.id)

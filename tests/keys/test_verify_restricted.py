@@ -99,14 +99,18 @@ class TestRefusals:
     async def test_a_mapped_ipv4_address_is_checked_as_ipv4(
         self, client: httpx.AsyncClient, runtime: Runtime, sender: dict[str, Any]
     ) -> None:
-        body = await verify(client, runtime, key=sender["key"], **{**GOOD, "ip": "::ffff:203.0.113.9"})
+        body = await verify(
+            client, runtime, key=sender["key"], **{**GOOD, "ip": "::ffff:203.0.113.9"}
+        )
         assert body["code"] == "valid"
 
     async def test_attributes_the_key_does_not_restrict_pass(
         self, client: httpx.AsyncClient, runtime: Runtime, sender: dict[str, Any]
     ) -> None:
         attributes = {"senderDomain": "acme.com", "channel": "sms"}
-        body = await verify(client, runtime, key=sender["key"], **{**GOOD, "attributes": attributes})
+        body = await verify(
+            client, runtime, key=sender["key"], **{**GOOD, "attributes": attributes}
+        )
         assert body["code"] == "valid"
 
     async def test_origins_of_a_public_key(

@@ -291,6 +291,12 @@ class ImportKeyRequest(Schema):
     environmentId: Annotated[str | None, NotNull] = omittable(
         "Scope the key to this environment.", max_length=64
     )
+    scopes: Annotated[Scopes | None, NotNull] = omittable(
+        "What the key may do, as for `POST /keys`. Left out: unrestricted."
+    )
+    restrictions: Annotated[KeyRestrictions | None, NotNull] = omittable(
+        "Where the key may be used, as for `POST /keys`. Left out: none."
+    )
 
 
 # -- POST /verify: the operator's platform asks whether a key may pass ----------
@@ -339,20 +345,19 @@ class VerifyRequest(Schema):
         max_length=MAX_SCOPES,
     )
     ip: Annotated[
-        Annotated[StrictStr, StringConstraints(max_length=64), AfterValidator(_ip_address)]
-        | None,
+        Annotated[StrictStr, StringConstraints(max_length=64), AfterValidator(_ip_address)] | None,
         NotNull,
     ] = omittable(
         "Your user's IP address. Checked when the key has an `ipAllowlist` (a key with "
         "one, verified without `ip`, is refused: `ip_not_allowed`)."
     )
-    origin: Annotated[
-        Annotated[StrictStr, StringConstraints(max_length=300)] | None, NotNull
-    ] = omittable(
-        "The `Origin` header your user's browser sent. Checked when the key has "
-        "`allowedOrigins` (a key with them, verified without `origin`, is refused: "
-        "`origin_not_allowed`); a secret key given with an `origin`, of an account that "
-        "refuses secret keys from browsers, is refused (`secret_key_in_browser`)."
+    origin: Annotated[Annotated[StrictStr, StringConstraints(max_length=300)] | None, NotNull] = (
+        omittable(
+            "The `Origin` header your user's browser sent. Checked when the key has "
+            "`allowedOrigins` (a key with them, verified without `origin`, is refused: "
+            "`origin_not_allowed`); a secret key given with an `origin`, of an account that "
+            "refuses secret keys from browsers, is refused (`secret_key_in_browser`)."
+        )
     )
     attributes: Annotated[
         dict[StrictStr, Annotated[StrictStr, StringConstraints(max_length=256)]] | None,

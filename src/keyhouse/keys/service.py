@@ -471,8 +471,8 @@ class KeyService:
         key_id: str,
         *,
         name: str | None = None,
-        scopes: Sequence[str] | None | _Unchanged = UNCHANGED,
-        restrictions: Mapping[str, Any] | None | _Unchanged = UNCHANGED,
+        scopes: Sequence[str] | _Unchanged | None = UNCHANGED,
+        restrictions: Mapping[str, Any] | _Unchanged | None = UNCHANGED,
         scope_environment_id: str | None = None,
         caller: Caller | None = None,
         actor: Actor,
@@ -506,8 +506,8 @@ class KeyService:
     async def _regrant(
         self,
         row: ApiKey,
-        scopes: Sequence[str] | None | _Unchanged,
-        restrictions: Mapping[str, Any] | None | _Unchanged,
+        scopes: Sequence[str] | _Unchanged | None,
+        restrictions: Mapping[str, Any] | _Unchanged | None,
         caller: Caller | None,
         actor: Actor,
     ) -> None:
