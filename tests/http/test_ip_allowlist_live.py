@@ -6,6 +6,8 @@ tests/test_proxies.py shows for the audit log); never a header a client chose.
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from keyhouse.config import Settings
@@ -30,8 +32,8 @@ def code_of(resp: httpx.Response) -> str:
     return "ok" if resp.status_code == 200 else str(resp.json()["error"]["code"])
 
 
-async def test_behind_a_trusted_proxy_the_forwarded_address_counts(settings: Settings) -> None:
-    acc = await prepared_account(settings)
+def test_behind_a_trusted_proxy_the_forwarded_address_counts(settings: Settings) -> None:
+    acc = asyncio.run(prepared_account(settings))
     with served(settings, 1, KEYHOUSE_TRUSTED_PROXIES="127.0.0.1") as [url]:
         auth = restricted_key(url, acc.auth)
         cases = {
@@ -51,8 +53,8 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_counts(settings: Set
         assert code_of(httpx.get(f"{url}/keys", headers=auth)) == "ip_not_allowed"
 
 
-async def test_without_a_trusted_proxy_the_header_is_ignored(settings: Settings) -> None:
-    acc = await prepared_account(settings)
+def test_without_a_trusted_proxy_the_header_is_ignored(settings: Settings) -> None:
+    acc = asyncio.run(prepared_account(settings))
     with served(settings, 1) as [url]:
         auth = restricted_key(url, acc.auth)
         resp = httpx.get(f"{url}/keys", headers={**auth, "X-Forwarded-For": "203.0.113.7"})

@@ -9,6 +9,7 @@ printed: its ``code`` and ``reason`` must be the ones printed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -48,10 +49,10 @@ def shown(blocks: list[str]) -> list[tuple[str, str | None]]:
 
 
 @pytest.mark.sqlite_only
-async def test_the_send_only_key_as_written(settings: Settings, tmp_path: Path) -> None:
+def test_the_send_only_key_as_written(settings: Settings, tmp_path: Path) -> None:
     blocks = restricted_blocks()
     assert len(blocks) == 3, "the example has changed: look at this test again"
-    acc = await prepared_account(settings)
+    acc = asyncio.run(prepared_account(settings))
     clone = tmp_path / "clone"
     clone.mkdir()
     (clone / ".venv").symlink_to(ROOT / ".venv")
