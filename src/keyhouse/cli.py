@@ -991,6 +991,41 @@ def key_create(
             "2027-01-31T00:00:00Z.",
         ),
     ] = None,
+    scopes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            metavar="SCOPE",
+            help="Restrict the key to this scope (messages:send, keys:read, messages:*); "
+            "repeat for more. None: the key is unrestricted.",
+        ),
+    ] = None,
+    allow_ips: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-ip",
+            metavar="CIDR",
+            help="Allow the key only from this network (203.0.113.0/24); repeat for more.",
+        ),
+    ] = None,
+    allow_origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            metavar="ORIGIN",
+            help="Public keys: allow the key only from this web origin "
+            "(https://app.example.com, https://*.example.com); repeat for more.",
+        ),
+    ] = None,
+    attributes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attribute",
+            metavar="NAME=VALUE",
+            help="Allow the key only with this attribute value (senderDomain=acme.com); "
+            "repeat for more values or attributes.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key; prints the full key once."""
@@ -1000,12 +1035,19 @@ def key_create(
         data["environmentId"] = environment
     if expires_at is not None:
         data["expiresAt"] = expires_at
+    if scopes:
+        data["scopes"] = scopes
+    restrictions = _restrictions_option(allow_ips, allow_origins, attributes)
+    if restrictions:
+        data["restrictions"] = restrictions
     # The API's own schema (POST /keys) checks the options.
     flags = {
         "name": "--name",
         "keyType": "--type",
         "environmentId": "--environment",
         "expiresAt": "--expires-at",
+        "scopes": "--scope",
+        "restrictions": "--allow-ip/--allow-origin/--attribute",
     }
     body = _validated(CreateKeyRequest, data, flags)
 
@@ -1016,6 +1058,8 @@ def key_create(
             key_type=body.keyType,
             environment_id=body.environmentId,
             expires_at=body.expiresAt,
+            scopes=body.scopes,
+            restrictions=None if body.restrictions is None else body.restrictions.to_data(),
             actor=CLI,
         )
         return issued_key_object(runtime, issued.row)
@@ -1023,8 +1067,11 @@ def key_create(
     fixes: Fixes = {
         errors.NotFound: f"`keyhouse environment list --account {account}` lists the "
         "account's environments",
-        errors.BadRequest: "give --expires-at a later time, with a time zone: "
-        "2027-01-31T00:00:00Z, say",
+        errors.BadRequest: lambda exc: (
+            "give --expires-at a later time, with a time zone: 2027-01-31T00:00:00Z, say"
+            if "expiresAt" in exc.message
+            else _restriction_fix(exc)
+        ),
         errors.KeyLimitReached: "revoke a key no longer used (`keyhouse key revoke KEY_ID`), "
         f"or raise the limit (`keyhouse account limits {account} --max-keys N`)",
     }
@@ -1033,6 +1080,42 @@ def key_create(
         emit_json(result)
         return
     _print_issued(f"Created {result['keyType']} key", result)
+
+
+def _restrictions_option(
+    allow_ips: list[str] | None, allow_origins: list[str] | None, attributes: list[str] | None
+) -> dict[str, Any]:
+    """``key create``'s --allow-ip, --allow-origin and --attribute as the API's
+    ``restrictions`` object (members only when given)."""
+    out: dict[str, Any] = {}
+    if allow_ips:
+        out["ipAllowlist"] = allow_ips
+    if allow_origins:
+        out["allowedOrigins"] = allow_origins
+    if attributes:
+        values: dict[str, list[str]] = {}
+        for given in attributes:
+            name, equals, value = given.partition("=")
+            if not equals or not name or not value:
+                fail(
+                    "validation_error",
+                    "--attribute: write NAME=VALUE, e.g. --attribute senderDomain=acme.com",
+                )
+            values.setdefault(name, []).append(value)
+        out["attributes"] = values
+    return out
+
+
+def _restriction_fix(exc: errors.KeyhouseError) -> str:
+    """The CLI's words for a scope or restriction the catalog or the rules refuse."""
+    if "scopes" in exc.message or "attributes" in exc.message:
+        return (
+            "`keyhouse scopes list` shows the declared scopes and attributes; declare more "
+            "with `keyhouse scopes set FILE.json`"
+        )
+    if exc.fix and not _HTTP_HINT.search(exc.fix):
+        return exc.fix
+    return "see `keyhouse key create --help`"
 
 
 @key_app.command("list")

@@ -49,6 +49,10 @@ class KeyView(Protocol):
     def last_used_at(self) -> datetime | str | None: ...
     @property
     def expires_at(self) -> datetime | str | None: ...
+    @property
+    def scopes(self) -> list[str] | None: ...
+    @property
+    def restrictions(self) -> dict[str, Any] | None: ...
 
 
 _table = cast(Table, ApiKey.__table__)
@@ -75,6 +79,8 @@ _VIEW_COLUMNS = (
     _stored_ts("created_at"),
     _stored_ts("last_used_at"),
     _stored_ts("expires_at"),
+    _table.c.scopes,
+    _table.c.restrictions,
 )
 
 
