@@ -62,7 +62,7 @@ class TestRefusals:
         assert "reason" not in body
         assert body["scopes"] == [SEND]
         assert body["restrictions"] == sender["restrictions"]
-        assert body["usage"]["requests"] == 1
+        assert body["usage"]["requests"] == 2  # the POST /keys that made it, and this
 
     @pytest.mark.parametrize(
         ("change", "code", "reason"),
@@ -202,10 +202,10 @@ class TestNothingConsumed:
             assert refused["code"] == "insufficient_scope"
         passed = await verify(client, runtime, key=made["key"], scopes=[SEND])
         assert passed["code"] == "valid"
-        assert passed["usage"]["requests"] == 1
+        assert passed["usage"]["requests"] == 2  # the POST /keys that made it, and this
         assert passed["ratelimit"]["remaining"] == 0
         mine = await client.get("/account", headers=acc.auth)
-        assert mine.json()["usage"]["requests"] == 1
+        assert mine.json()["usage"]["requests"] == 2
 
 
 class TestBrowserGuard:

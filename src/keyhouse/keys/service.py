@@ -34,6 +34,7 @@ from keyhouse.keys.schemas import DEFAULT_ROLL_GRACE_SECONDS, MAX_ROLL_GRACE_SEC
 from keyhouse.keys.verify import Caller
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
+from keyhouse.scopes.service import catalog_names
 from keyhouse.timeutil import format_ts, utcnow
 
 __all__ = ["UNCHANGED", "Caller", "IssuedKey", "KeyService"]
@@ -208,8 +209,10 @@ class KeyService:
         return parsed_scopes, parsed
 
     async def _catalog(self) -> tuple[Collection[str], Collection[str]]:
-        """The platform's declared scope and attribute names (``PUT /admin/scopes``)."""
-        return (), ()
+        """The platform's declared scope and attribute names (``PUT /admin/scopes``),
+        its lock held shared until the transaction ends (``catalog_names``): taken
+        before the account's row lock, in every change, so the order is one."""
+        return await catalog_names(self.session)
 
     async def import_key(
         self,
@@ -490,36 +493,48 @@ class KeyService:
         """
         row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
         regrant = not (isinstance(scopes, _Unchanged) and isinstance(restrictions, _Unchanged))
+        given: Grant = (None, None)
+        if regrant:
+            # Validated before the lock: the catalog's lock comes before the
+            # account's, as in create, and the key's type does not change.
+            given = await self._parse_grant(
+                row.key_type,
+                None if isinstance(scopes, _Unchanged) else scopes,
+                None if isinstance(restrictions, _Unchanged) else restrictions,
+            )
         if (name is not None and row.name != name) or regrant:
             # Under the lock: two renames at once both recorded the same
             # previousName, and the audit log lost the name in between; two
             # updates of scopes would each record a `before` the other replaced.
             row = await self._locked(row)
         if regrant:
-            await self._regrant(row, scopes, restrictions, caller, actor)
+            self._regrant(
+                row,
+                given[0] if not isinstance(scopes, _Unchanged) else scopes,
+                given[1] if not isinstance(restrictions, _Unchanged) else restrictions,
+                caller,
+                actor,
+            )
         if name is not None and row.name != name:
             previous, row.name = row.name, name
             self._record("key.renamed", row, actor, {"previousName": previous})
         await self.repo.flush()
         return row
 
-    async def _regrant(
+    def _regrant(
         self,
         row: ApiKey,
-        scopes: Sequence[str] | _Unchanged | None,
-        restrictions: Mapping[str, Any] | _Unchanged | None,
+        scopes: tuple[str, ...] | _Unchanged | None,
+        restrictions: Restrictions | _Unchanged | None,
         caller: Caller | None,
         actor: Actor,
     ) -> None:
+        """Give ``row`` the validated ``scopes`` and ``restrictions`` (``UNCHANGED``: its
+        own), if that changes it, under the rule of ``update``."""
         before = _grant_of(row)
-        given = await self._parse_grant(
-            row.key_type,
-            None if isinstance(scopes, _Unchanged) else scopes,
-            None if isinstance(restrictions, _Unchanged) else restrictions,
-        )
         after = (
-            before[0] if isinstance(scopes, _Unchanged) else given[0],
-            before[1] if isinstance(restrictions, _Unchanged) else given[1],
+            before[0] if isinstance(scopes, _Unchanged) else scopes,
+            before[1] if isinstance(restrictions, _Unchanged) else restrictions,
         )
         if _grant_json(after) == _grant_json(before):
             return
