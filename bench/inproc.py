@@ -73,6 +73,48 @@ async def create_account_with_keys(
     return new.account.id, keys
 
 
+# Issue 15's bench case: a key with 3 scopes and a 10-CIDR allowlist, verified
+# with a required scope and an address in the last CIDR (every CIDR is tried).
+RESTRICTED_SCOPES = ["domains:read", "messages:read", "messages:send"]
+RESTRICTED_CIDRS = [f"198.51.{i}.0/24" for i in range(9)] + ["203.0.113.0/24"]
+RESTRICTED_VERIFY = {"scopes": ["messages:send"], "ip": "203.0.113.7"}
+
+
+async def create_restricted_key(runtime: Runtime) -> dict[str, Any]:
+    """The scope catalog and a restricted key in an account of its own (the others'
+    key counts stay as the listing figures need); what /verify is sent with it.
+
+    The key's scopes and restrictions are written to its row as the key
+    service stores them (validated by keys/restrictions.py): what is measured
+    is their verification, whichever way they were set.
+    """
+    from sqlalchemy import update
+
+    from keyhouse.keys.crypto import hash_key
+    from keyhouse.keys.restrictions import parse_restrictions, parse_scopes
+    from keyhouse.models import ApiKey
+    from keyhouse.scopes.service import Entry, ScopeService
+
+    _, keys = await create_account_with_keys(runtime, "bench restricted", 2)
+    restrictions = parse_restrictions(
+        {"ipAllowlist": RESTRICTED_CIDRS}, key_type="secret", attribute_catalog=()
+    )
+    assert restrictions is not None
+    async with runtime.db.session(write=True) as session:
+        await ScopeService(session).replace(
+            [Entry(name, "bench") for name in RESTRICTED_SCOPES], [], actor=CLI
+        )
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.key_hash == hash_key(keys[1]))
+            .values(
+                scopes=list(parse_scopes(RESTRICTED_SCOPES, RESTRICTED_SCOPES)),
+                restrictions=restrictions.to_json(),
+            )
+        )
+    return {"key": keys[1], "verify": RESTRICTED_VERIFY}
+
+
 def malformed(key: str) -> str:
     """The key with its last checksum character changed: fails the checksum."""
     last = key[-1]
@@ -94,6 +136,7 @@ async def phase_setup(args: argparse.Namespace) -> None:
             account_id, keys = await create_account_with_keys(runtime, f"bench {size} keys", size)
             timings[str(size)] = round(time.perf_counter() - t0, 2)
             out[str(size)] = {"accountId": account_id, "key": keys[0]}
+        out["restricted"] = await create_restricted_key(runtime)
     finally:
         await runtime.close()
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

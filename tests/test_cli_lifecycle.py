@@ -196,7 +196,13 @@ def test_account_list_and_limits(settings: Settings) -> None:
     assert [a["id"] for a in accounts] == [second.account_id, first.account_id]
     assert [a["name"] for a in accounts] == ["Globex", "Acme"]
     for account in accounts:
-        assert sorted(account) == ["createdAt", "id", "limits", "name"]
+        assert sorted(account) == [
+            "createdAt",
+            "id",
+            "limits",
+            "name",
+            "refuseSecretKeysFromBrowsers",
+        ]
         assert sorted(account["limits"]) == ["burst", "maxKeys", "monthlyRequests", "ratePerSecond"]
         assert TIMESTAMP.match(account["createdAt"]), account
     clean = not any(k in result.out for k in (first.key, second.key))

@@ -38,6 +38,7 @@ from keyhouse.meta.endpoints import router as meta_router
 from keyhouse.openapi import install_openapi, operation_id
 from keyhouse.responses import JSONResponse
 from keyhouse.runtime import Runtime
+from keyhouse.scopes.endpoints import admin_router as scopes_admin_router
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(keys_admin_router)
     app.include_router(keys_operator_router)
     app.include_router(events_admin_router)
+    app.include_router(scopes_admin_router)
     app.include_router(meta_router)
     app.include_router(apidocs_router)
     app.add_middleware(

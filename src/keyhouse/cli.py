@@ -63,6 +63,9 @@ from keyhouse.limits.repository import UsageRepository
 from keyhouse.limits.service import usage_object
 from keyhouse.logs import configure_logging, get_logger, route_stdlib_logging
 from keyhouse.runtime import Runtime, load_secrets
+from keyhouse.scopes.schemas import PutCatalogRequest
+from keyhouse.scopes.service import Entry as ScopeEntryValue
+from keyhouse.scopes.service import ScopeService, catalog_object
 from keyhouse.serving import (
     KEYHOUSE_APP,
     check_port,
@@ -988,6 +991,41 @@ def key_create(
             "2027-01-31T00:00:00Z.",
         ),
     ] = None,
+    scopes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            metavar="SCOPE",
+            help="Restrict the key to this scope (messages:send, keys:read, messages:*); "
+            "repeat for more. None: the key is unrestricted.",
+        ),
+    ] = None,
+    allow_ips: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-ip",
+            metavar="CIDR",
+            help="Allow the key only from this network (203.0.113.0/24); repeat for more.",
+        ),
+    ] = None,
+    allow_origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            metavar="ORIGIN",
+            help="Public keys: allow the key only from this web origin "
+            "(https://app.example.com, https://*.example.com); repeat for more.",
+        ),
+    ] = None,
+    attributes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attribute",
+            metavar="NAME=VALUE",
+            help="Allow the key only with this attribute value (senderDomain=acme.com); "
+            "repeat for more values or attributes.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key; prints the full key once."""
@@ -997,12 +1035,19 @@ def key_create(
         data["environmentId"] = environment
     if expires_at is not None:
         data["expiresAt"] = expires_at
+    if scopes:
+        data["scopes"] = scopes
+    restrictions = _restrictions_option(allow_ips, allow_origins, attributes)
+    if restrictions:
+        data["restrictions"] = restrictions
     # The API's own schema (POST /keys) checks the options.
     flags = {
         "name": "--name",
         "keyType": "--type",
         "environmentId": "--environment",
         "expiresAt": "--expires-at",
+        "scopes": "--scope",
+        "restrictions": "--allow-ip/--allow-origin/--attribute",
     }
     body = _validated(CreateKeyRequest, data, flags)
 
@@ -1013,6 +1058,8 @@ def key_create(
             key_type=body.keyType,
             environment_id=body.environmentId,
             expires_at=body.expiresAt,
+            scopes=body.scopes,
+            restrictions=None if body.restrictions is None else body.restrictions.to_data(),
             actor=CLI,
         )
         return issued_key_object(runtime, issued.row)
@@ -1020,8 +1067,11 @@ def key_create(
     fixes: Fixes = {
         errors.NotFound: f"`keyhouse environment list --account {account}` lists the "
         "account's environments",
-        errors.BadRequest: "give --expires-at a later time, with a time zone: "
-        "2027-01-31T00:00:00Z, say",
+        errors.BadRequest: lambda exc: (
+            "give --expires-at a later time, with a time zone: 2027-01-31T00:00:00Z, say"
+            if "expiresAt" in exc.message
+            else _restriction_fix(exc)
+        ),
         errors.KeyLimitReached: "revoke a key no longer used (`keyhouse key revoke KEY_ID`), "
         f"or raise the limit (`keyhouse account limits {account} --max-keys N`)",
     }
@@ -1030,6 +1080,42 @@ def key_create(
         emit_json(result)
         return
     _print_issued(f"Created {result['keyType']} key", result)
+
+
+def _restrictions_option(
+    allow_ips: list[str] | None, allow_origins: list[str] | None, attributes: list[str] | None
+) -> dict[str, Any]:
+    """``key create``'s --allow-ip, --allow-origin and --attribute as the API's
+    ``restrictions`` object (members only when given)."""
+    out: dict[str, Any] = {}
+    if allow_ips:
+        out["ipAllowlist"] = allow_ips
+    if allow_origins:
+        out["allowedOrigins"] = allow_origins
+    if attributes:
+        values: dict[str, list[str]] = {}
+        for given in attributes:
+            name, equals, value = given.partition("=")
+            if not equals or not name or not value:
+                fail(
+                    "validation_error",
+                    "--attribute: write NAME=VALUE, e.g. --attribute senderDomain=acme.com",
+                )
+            values.setdefault(name, []).append(value)
+        out["attributes"] = values
+    return out
+
+
+def _restriction_fix(exc: errors.KeyhouseError) -> str:
+    """The CLI's words for a scope or restriction the catalog or the rules refuse."""
+    if "scopes" in exc.message or "attributes" in exc.message:
+        return (
+            "`keyhouse scopes list` shows the declared scopes and attributes; declare more "
+            "with `keyhouse scopes set FILE.json`"
+        )
+    if exc.fix and not _HTTP_HINT.search(exc.fix):
+        return exc.fix
+    return "see `keyhouse key create --help`"
 
 
 @key_app.command("list")
@@ -1273,6 +1359,107 @@ def admin_token(as_json: JsonOpt = False) -> None:
         emit_json({"adminToken": tokens.first})
     else:
         print(tokens.first)
+
+
+# -- the scope catalog (issue 15) ------------------------------------------------------
+
+scopes_app = typer.Typer(
+    help="The platform's scope catalog: the scopes and attributes keys may carry.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(scopes_app, name="scopes")
+
+_SCOPE_FIXES: Fixes = {
+    errors.Conflict: (
+        "keep it in the file, or first revoke the keys that carry it (`keyhouse key revoke KEY_ID`)"
+    ),
+}
+
+
+def _catalog_file(path: Path) -> PutCatalogRequest:
+    """FILE.json as PUT /admin/scopes takes it, or the one-line failure naming the member."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail("usage_error", f"cannot read {path}: {_first_line(exc)}", "give a JSON file's path")
+    try:
+        return PutCatalogRequest.model_validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or "the file"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        fail(
+            "validation_error",
+            f"{path}: {where}: {message}",
+            'the file is {"scopes": [{"name": "messages:send", "description": "..."}], '
+            '"attributes": [{"name": "senderDomain", "description": "..."}]}',
+        )
+
+
+def _print_catalog(catalog: Mapping[str, Any]) -> None:
+    rows = [
+        [s["name"], "built-in" if s["builtin"] else "declared", s["description"]]
+        for s in catalog["scopes"]
+    ]
+    print_table(["scope", "kind", "description"], rows, whole={"scope"})
+    if catalog["attributes"]:
+        rows = [[a["name"], a["description"]] for a in catalog["attributes"]]
+        print_table(["attribute", "description"], rows, whole={"attribute"})
+
+
+@scopes_app.command("set")
+def scopes_set(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE.json",
+            help='{"scopes": [{"name", "description"}], "attributes": [...]}; - for stdin.',
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace the scope catalog with FILE.json (as PUT /admin/scopes)."""
+    settings = _settings()
+    body = _catalog_file(file)
+
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
+        entries, change = await ScopeService(session).replace(
+            [ScopeEntryValue(s.name, s.description) for s in body.scopes],
+            [ScopeEntryValue(a.name, a.description) for a in body.attributes],
+            actor=CLI,
+        )
+        return {"catalog": catalog_object(entries), "change": change.to_json()}
+
+    result = with_session(settings, work, _SCOPE_FIXES)
+    if as_json:
+        emit_json(result["catalog"])
+        return
+    declared = [s for s in result["catalog"]["scopes"] if not s["builtin"]]
+    attributes = result["catalog"]["attributes"]
+    summary = f"{len(declared)} scopes, {len(attributes)} attributes"
+    if not result["change"]:
+        print(f"Scope catalog unchanged ({summary}).")
+        return
+    print(f"Scope catalog set: {summary}.")
+    for member, part in result["change"].items():
+        for what, names in part.items():
+            print(f"  {member} {what}: {', '.join(names)}")
+
+
+@scopes_app.command("list")
+def scopes_list(as_json: JsonOpt = False) -> None:
+    """List the scopes keys may carry (built-ins first) and the attributes."""
+    settings = _settings()
+
+    async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
+        return catalog_object(await ScopeService(session).get())
+
+    catalog = with_session(settings, work)
+    if as_json:
+        emit_json(catalog)
+        return
+    _print_catalog(catalog)
 
 
 # -- the entry point ------------------------------------------------------------------

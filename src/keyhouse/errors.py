@@ -20,6 +20,10 @@ an encryption key or an admin token.
     │   ├── UsageLimitExceeded         402 usage_limit_exceeded
     │   └── KeyLimitReached            402 key_limit_reached
     ├── Forbidden                      403 insufficient_permissions
+    │   ├── InsufficientScope          403 insufficient_scope
+    │   ├── ScopeEscalation            403 scope_escalation
+    │   ├── IpNotAllowed               403 ip_not_allowed
+    │   └── SecretKeyInBrowser         403 secret_key_in_browser
     ├── NotFound                       404 not_found
     │   └── AccountNotFound            404 not_found
     ├── MethodNotAllowed               405 method_not_allowed
@@ -51,8 +55,10 @@ __all__ = [
     "Forbidden",
     "ForwardTokenRequired",
     "IdempotencyKeyReused",
+    "InsufficientScope",
     "InvalidApiKey",
     "InvalidForwardToken",
+    "IpNotAllowed",
     "KeyAlreadyRolled",
     "KeyInQuery",
     "KeyLimitReached",
@@ -67,6 +73,8 @@ __all__ = [
     "ProviderError",
     "RateLimited",
     "RevokedApiKey",
+    "ScopeEscalation",
+    "SecretKeyInBrowser",
     "ServiceUnavailable",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -89,6 +97,10 @@ class ErrorCode(StrEnum):
     USAGE_LIMIT_EXCEEDED = "usage_limit_exceeded"
     KEY_LIMIT_REACHED = "key_limit_reached"
     INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    SCOPE_ESCALATION = "scope_escalation"
+    IP_NOT_ALLOWED = "ip_not_allowed"
+    SECRET_KEY_IN_BROWSER = "secret_key_in_browser"  # noqa: S105 (an error code)
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     CONFLICT = "conflict"
@@ -223,6 +235,61 @@ class Forbidden(KeyhouseError):
     code = ErrorCode.INSUFFICIENT_PERMISSIONS
     default_message = "This key may not do that."
     default_fix = "Use an account-wide secret key."
+
+
+# -- restricted keys (issue 15): what a key's scopes and restrictions refuse ----------
+
+
+class InsufficientScope(Forbidden):
+    """The key's scopes do not grant what the route needs (``keys:write``, ...)."""
+
+    code = ErrorCode.INSUFFICIENT_SCOPE
+    default_message = "The key's scopes do not allow this."
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        super().__init__(
+            f"This needs the scope {scope}, which the key does not have.",
+            fix=f"Use a key whose scopes include {scope} (or an unrestricted key), or "
+            f"add {scope} to this key's scopes with PATCH /keys/{{id}}.",
+        )
+
+
+class ScopeEscalation(Forbidden):
+    """A restricted key asked for a key wider than itself (create, roll)."""
+
+    code = ErrorCode.SCOPE_ESCALATION
+    default_message = "A restricted key cannot make a key with more power than its own."
+    default_fix = (
+        "Ask for scopes among the calling key's own and restrictions at least as narrow "
+        "(omit scopes and restrictions to copy the calling key's), or use an unrestricted "
+        "account-wide secret key."
+    )
+
+
+class IpNotAllowed(Forbidden):
+    """The key has an IP allowlist and the request came from another address."""
+
+    code = ErrorCode.IP_NOT_ALLOWED
+    default_message = "The key may not be used from this address."
+    default_fix = (
+        "Call from an address in the key's ipAllowlist (GET /keys/{id} shows it), or ask "
+        "the account to add this address's network to it."
+    )
+
+
+class SecretKeyInBrowser(Forbidden):
+    """A secret key sent by a browser, on an account that refuses that."""
+
+    code = ErrorCode.SECRET_KEY_IN_BROWSER
+    default_message = (
+        "A secret key was sent from a web browser (an Origin or Sec-Fetch-Site: cross-site "
+        "header); this account refuses secret keys from browsers."
+    )
+    default_fix = (
+        "Keep secret keys on your servers: call keyhouse from your backend, or use a public "
+        "key in front-end code. Roll this key if it was shipped to browsers."
+    )
 
 
 class NotFound(KeyhouseError):

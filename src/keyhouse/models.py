@@ -25,7 +25,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from keyhouse.db.base import Base, UTCDateTime
 
-__all__ = ["Account", "ApiKey", "Environment", "Event", "IdempotencyRecord", "Usage", "UsageFlush"]
+__all__ = [
+    "Account",
+    "ApiKey",
+    "CatalogEntry",
+    "Environment",
+    "Event",
+    "IdempotencyRecord",
+    "Usage",
+    "UsageFlush",
+]
 
 
 class Account(Base):
@@ -39,6 +48,10 @@ class Account(Base):
     monthly_requests: Mapped[int | None] = mapped_column(Integer)
     rate_per_second: Mapped[int | None] = mapped_column(Integer)
     burst: Mapped[int | None] = mapped_column(Integer)
+    # Refuse a secret key sent with Origin or Sec-Fetch-Site: cross-site (issue 15).
+    refuse_secret_keys_from_browsers: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
 
 class Environment(Base):
@@ -83,6 +96,24 @@ class ApiKey(Base):
     # The key a roll replaced this one with (its key.rolled event says the same):
     # a key is rolled once; rolling it again while its grace lasts is refused.
     rolled_to: Mapped[str | None] = mapped_column(String(30))
+    # Issue 15 (keys/restrictions.py): NULL scopes is an unrestricted key; the
+    # list is validated and sorted. restrictions is Restrictions.to_json().
+    # none_as_null: None is SQL NULL, not the JSON text 'null' (SQLAlchemy's
+    # default), so "IS NULL" means unrestricted whoever wrote the row.
+    scopes: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    restrictions: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class CatalogEntry(Base):
+    """The platform's scope catalog (PUT /admin/scopes): one row per declared
+    scope (``kind`` "scope") or attribute (``kind`` "attribute"). Global, not
+    per account: the operator declares what its platform's keys may do."""
+
+    __tablename__ = "catalog_entries"
+
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500))
 
 
 class Event(Base):
@@ -92,7 +123,10 @@ class Event(Base):
     __table_args__ = (Index("ix_events_account_id_id", "account_id", "id"),)
 
     id: Mapped[str] = mapped_column(String(30), primary_key=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # NULL: an event of keyhouse as a whole, not of one account (the scope
+    # catalog's scopes.updated): only the operator's log (GET /admin/events)
+    # shows it. No made-up account: every account's log would be wrong.
+    account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(40))
     key_id: Mapped[str | None] = mapped_column(String(30))
     environment_id: Mapped[str | None] = mapped_column(String(30))

@@ -51,7 +51,7 @@ DEFAULT_LIMITS: dict[str, int | None] = {
     "ratePerSecond": None,
     "burst": None,
 }
-ACCOUNT_MEMBERS = {"id", "name", "limits", "createdAt"}
+ACCOUNT_MEMBERS = {"id", "name", "limits", "refuseSecretKeysFromBrowsers", "createdAt"}
 
 
 # -- helpers (none takes a key or a token as an argument) ------------------------

@@ -190,7 +190,7 @@ async def take_snapshot(runtime: Runtime, account_ids: list[str]) -> Snapshot:
     return Snapshot(
         {row[0]: tuple(row) for row in keys},
         {row[0]: tuple(row) for row in envs},
-        {row[0]: (row[1], row[2]) for row in events},
+        {row[0]: (str(row[1]), row[2]) for row in events},  # account_id IN (...): never NULL
     )
 
 

@@ -20,6 +20,7 @@ from keyhouse.http.pipeline import (
     RuntimeDep,
     SecretCallerDep,
     SessionDep,
+    require_scope,
 )
 from keyhouse.keys.presenter import issued_key_object
 from keyhouse.limits.service import usage_object
@@ -94,10 +95,16 @@ async def update_account(
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> JSONResponse:
-    """Renames the account and/or changes its limits: only the members sent
-    change; a limit set to null is unlimited. Needs an admin token."""
+    """Renames the account, changes its limits and/or its browser guard
+    (`refuseSecretKeysFromBrowsers`): only the members sent change; a limit
+    set to null is unlimited. Every worker applies a change of limits or of
+    the guard within a second. Needs an admin token."""
     row = await AccountService(session, runtime).update(
-        account_id, name=body.name, limits=body.limits, actor=actor
+        account_id,
+        name=body.name,
+        limits=body.limits,
+        refuse_secret_keys_from_browsers=body.refuseSecretKeysFromBrowsers,
+        actor=actor,
     )
     return JSONResponse(Account.from_row(row).to_json())
 
@@ -107,6 +114,7 @@ async def update_account(
     response_model=AccountWithUsage,
     summary="The caller's account",
     operation_id="getCurrentAccount",
+    dependencies=[require_scope("account:read")],
     responses=error_responses(400, 401, 403, 429),
 )
 async def my_account(
@@ -114,7 +122,8 @@ async def my_account(
 ) -> JSONResponse:
     """The account of the calling key: its plan limits and this period's
     usage, with the time it resets. This call is not counted and answers
-    even when the account is over its quota, so it can see why."""
+    even when the account is over its quota, so it can see why. Needs the
+    scope `account:read`."""
     row = await AccountService(session, runtime).get(caller.account_id)
     body = Account.from_row(row).to_json()
     used, period = await runtime.limiter.used(caller.account_id, utcnow())

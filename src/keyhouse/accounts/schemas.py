@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from keyhouse.config import PLAN_LIMIT_MAX
 from keyhouse.keys.schemas import ApiKey
@@ -67,6 +67,14 @@ class Account(BaseModel):
     id: str = Field(description="Unique identifier of the account (acc_...)")
     name: str
     limits: Limits
+    refuseSecretKeysFromBrowsers: bool = Field(
+        description=(
+            "When true, a secret key of the account sent by a web browser (a request with "
+            "an `Origin` header, or `Sec-Fetch-Site: cross-site`) is refused with 403 "
+            "`secret_key_in_browser`, and `POST /verify` refuses a secret key given with an "
+            "`origin` (`secret_key_in_browser`). Default false."
+        )
+    )
     createdAt: str = Field(description="ISO 8601 timestamp when the account was created")
 
     @classmethod
@@ -75,6 +83,7 @@ class Account(BaseModel):
             id=row.id,
             name=row.name,
             limits=Limits.from_row(row),
+            refuseSecretKeysFromBrowsers=bool(row.refuse_secret_keys_from_browsers),
             createdAt=format_ts(row.created_at),
         )
 
@@ -111,6 +120,10 @@ class UpdateAccountRequest(Schema):
     name: Annotated[Name | None, NotNull] = omittable("A new name.")
     limits: Annotated[LimitsUpdate | None, NotNull] = omittable(
         "Limits to change; null members mean unlimited."
+    )
+    refuseSecretKeysFromBrowsers: Annotated[StrictBool | None, NotNull] = omittable(
+        "true: refuse the account's secret keys when a web browser sends them (see the "
+        "account object)."
     )
 
 

@@ -80,9 +80,10 @@ class AccountService:
         *,
         name: str | None = None,
         limits: LimitsUpdate | None = None,
+        refuse_secret_keys_from_browsers: bool | None = None,
         actor: Actor,
     ) -> Account:
-        """Rename and/or change limits; only the members given change.
+        """Rename, change limits and/or the browser guard; only the members given change.
 
         Under the account's row lock, so the change is decided on the plan
         as committed: two identical updates at once both saw a change and
@@ -98,9 +99,13 @@ class AccountService:
             changed["name"] = name
         if limits is not None:
             changed.update(self._apply_limits(account, limits))
+        guard = refuse_secret_keys_from_browsers
+        if guard is not None and guard != account.refuse_secret_keys_from_browsers:
+            account.refuse_secret_keys_from_browsers = guard
+            changed["refuseSecretKeysFromBrowsers"] = guard
         if changed:
-            if limits is not None:
-                # Every cached key carries its account's plan.
+            if changed.keys() - {"name"}:
+                # Every cached key carries its account's plan and browser guard.
                 mark_changed(self.repo.session, self.runtime, ALL)
             self.audit.record(
                 "account.updated", account_id=account_id, actor=actor, data={"changed": changed}

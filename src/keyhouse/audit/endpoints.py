@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from keyhouse.audit.schemas import ListAdminEventsResponse, ListEventsResponse
 from keyhouse.audit.service import AuditService, event_object
-from keyhouse.http.pipeline import AdminActorDep, MeteredCallerDep, SessionDep
+from keyhouse.http.pipeline import AdminActorDep, MeteredCallerDep, SessionDep, require_scope
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 
@@ -24,6 +24,7 @@ ACCOUNT_ID_PATTERN = r"^acc_[0-9A-HJKMNP-TV-Z]{26}$"
     "",
     response_model=ListEventsResponse,
     summary="List audit events",
+    dependencies=[require_scope("events:read")],
     responses=error_responses(400, 401, 402, 403, 429),
 )
 async def list_events(
@@ -37,7 +38,8 @@ async def list_events(
 ) -> JSONResponse:
     """The account's audit log, newest first, a page at a time: pass the last
     event's id as `startingAfter` while `hasMore` is true. An
-    environment-scoped key sees its environment's events only."""
+    environment-scoped key sees its environment's events only. Needs the scope
+    `events:read`."""
     rows, has_more = await AuditService(session).list(
         caller.account_id,
         limit=limit,
@@ -66,7 +68,8 @@ async def admin_list_events(
     ] = None,
 ) -> JSONResponse:
     """The audit log of every account (or of `accountId`), newest first, paged
-    as `GET /events` is; each event names its `accountId`. Needs an admin token."""
+    as `GET /events` is; each event names its `accountId` (an event of keyhouse as a
+    whole, such as `scopes.updated`, has none). Needs an admin token."""
     rows, has_more = await AuditService(session).list(
         accountId, limit=limit, starting_after=startingAfter
     )

@@ -14,6 +14,7 @@ EventType = Literal[
     "key.created",
     "key.imported",
     "key.renamed",
+    "key.updated",
     "key.rolled",
     "key.revoked",
     "key.expired",
@@ -48,7 +49,8 @@ class Event(BaseModel):
     ip: str | None = omittable("The caller's IP address, for API calls.")
     userAgent: str | None = omittable("The caller's User-Agent, for API calls.")
     data: dict[str, Any] | None = omittable(
-        "Details: for key.rolled, `rolledTo` (the new key's id) and `expiresAt` of the old key."
+        "Details: for key.rolled, `rolledTo` (the new key's id) and `expiresAt` of the old "
+        "key; for key.updated, `before` and `after` (`scopes`, `restrictions`; null: none)."
     )
     createdAt: str = Field(description="ISO 8601 timestamp of the change")
 
@@ -67,7 +69,10 @@ class AdminEvent(Event):
 
     model_config = ConfigDict(title="AdminEvent")
 
-    accountId: str = Field(description="The account the event belongs to")
+    accountId: str | None = omittable(
+        "The account the event belongs to; absent for an event of keyhouse as a whole "
+        "(scopes.updated: the scope catalog)."
+    )
 
 
 class ListAdminEventsResponse(BaseModel):

@@ -41,7 +41,7 @@ class AuditService:
         self,
         type_: str,
         *,
-        account_id: str,
+        account_id: str | None,
         actor: Actor,
         key_id: str | None = None,
         environment_id: str | None = None,
@@ -92,13 +92,14 @@ def event_object(row: Event, *, with_account: bool = False) -> dict[str, Any]:
     """The event as the API shows it; absent members are left out.
 
     ``with_account``: with ``accountId``, for the operator's log of every
-    account (an account's own log needs none).
+    account (an account's own log needs none); an operator event of keyhouse
+    as a whole (``scopes.updated``) has none.
     """
     actor: dict[str, Any] = {"type": row.actor_type}
     if row.actor_id is not None:
         actor["id"] = row.actor_id
     obj: dict[str, Any] = {"id": row.id, "type": row.type}
-    if with_account:
+    if with_account and row.account_id is not None:  # None: an event of keyhouse as a whole
         obj["accountId"] = row.account_id
     if row.key_id is not None:
         obj["keyId"] = row.key_id

@@ -16,6 +16,7 @@ from keyhouse.http.pipeline import (
     KeyIdempotency,
     MeteredCallerDep,
     SessionDep,
+    require_scope,
 )
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
@@ -29,10 +30,12 @@ router = APIRouter(prefix="/environments", tags=["environments"], route_class=Di
     "",
     response_model=ListEnvironmentsResponse,
     summary="List environments",
+    dependencies=[require_scope("environments:read")],
     responses=error_responses(400, 401, 402, 403, 429),
 )
 async def list_environments(caller: MeteredCallerDep, session: SessionDep) -> JSONResponse:
-    """The account's environments, newest first. An environment-scoped key sees its own only."""
+    """The account's environments, newest first. An environment-scoped key sees its own
+    only. Needs the scope `environments:read`."""
     rows = await EnvironmentService(session).list(
         caller.account_id, scope_environment_id=caller.environment_id
     )
@@ -45,7 +48,7 @@ async def list_environments(caller: MeteredCallerDep, session: SessionDep) -> JS
     response_model=Environment,
     status_code=201,
     summary="Create an environment",
-    dependencies=[KeyIdempotency],
+    dependencies=[require_scope("environments:write"), KeyIdempotency],
     responses=error_responses(400, 401, 402, 403, 429, 409, 413, 415),
 )
 async def create_environment(
@@ -54,7 +57,8 @@ async def create_environment(
     actor: KeyActorDep,
     session: SessionDep,
 ) -> JSONResponse:
-    """Creates a named environment. Needs an account-wide secret key."""
+    """Creates a named environment. Needs an account-wide secret key, with the scope
+    `environments:write`."""
     row = await EnvironmentService(session).create(
         caller.account_id, body.name, caller_environment_id=caller.environment_id, actor=actor
     )

@@ -13,7 +13,12 @@
   a verify-only token anywhere else in keyhouse's API is 403
   (``verify_only``), and sent as a client's key through a proxy 401; failed
   attempts are counted per address (``failed_authentication``);
-* ``get_secret_caller``: the management API takes secret keys only;
+* ``get_secret_caller``: the management API takes secret keys only, and
+  applies the key's restrictions that concern keyhouse's own API
+  (``check_restrictions``: the account's browser guard, the key's IP
+  allowlist);
+* scope: ``require_scope("keys:read")`` as a route dependency (``check_scope``
+  in a direct route): a restricted key needs the route's built-in scope;
 * meter: ``metered_call`` (``get_metered_caller`` as a dependency) counts
   the call against the plan (``limits.service.meter``; 402/429; a refused
   call, or one answered with a 5xx, consumes nothing);
@@ -63,6 +68,7 @@ from keyhouse.idempotency import schemas as idempotency
 from keyhouse.idempotency.service import IdempotencyService, fingerprint, parse_key
 from keyhouse.keys import changes
 from keyhouse.keys.format import Kind
+from keyhouse.keys.restrictions import BUILTIN_SCOPES, grants, ip_allowed
 from keyhouse.keys.verify import MAX_AUTHORIZATION_LENGTH, Caller, Verifier, bearer_of
 from keyhouse.limits.service import meter, unmeter
 from keyhouse.runtime import Runtime
@@ -81,6 +87,8 @@ __all__ = [
     "VerifyActorDep",
     "authenticate_token",
     "bearer_token",
+    "check_restrictions",
+    "check_scope",
     "direct",
     "direct_routes",
     "forward_credential",
@@ -98,6 +106,7 @@ __all__ = [
     "read_body",
     "read_query",
     "request_session",
+    "require_scope",
 ]
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -279,17 +288,82 @@ async def authenticate_token(
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def get_secret_caller(caller: CallerDep) -> Caller:
-    """Management endpoints: authenticated first, then a secret key is required."""
+async def get_secret_caller(request: Request, caller: CallerDep) -> Caller:
+    """Management endpoints: authenticated first, then a secret key is required, used
+    as its restrictions allow (``check_restrictions``)."""
     if not caller.is_secret:
         raise errors.Forbidden(
             "A public key cannot call the management API.",
             fix="Use a secret key of the account (sk_...).",
         )
+    check_restrictions(request, caller)
     return caller
 
 
 SecretCallerDep = Annotated[Caller, Depends(get_secret_caller)]
+
+
+# -- restrictions and scopes (issue 15) -------------------------------------------------
+#
+# Checked after authentication and before metering: a refused call consumes
+# nothing, as every other refusal. An unrestricted key of an account without
+# the browser guard costs two attribute reads here and one in check_scope.
+
+_ORIGIN = b"origin"
+_SEC_FETCH_SITE = b"sec-fetch-site"
+
+
+def _from_browser(request: Request) -> bool:
+    """Whether a browser sent the request: it has an ``Origin`` header (browsers send one
+    on every cross-origin request and on same-origin writes), or ``Sec-Fetch-Site:
+    cross-site`` (Fetch Metadata, https://www.w3.org/TR/fetch-metadata/)."""
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for key, value in headers:
+        if key == _ORIGIN:
+            return True
+        if key == _SEC_FETCH_SITE and value.strip().lower() == b"cross-site":
+            return True
+    return False
+
+
+def check_restrictions(request: Request, caller: Caller) -> None:
+    """The account API: 403 ``secret_key_in_browser`` for a secret key sent by a browser
+    when its account refuses that (``refuseSecretKeysFromBrowsers``); 403
+    ``ip_not_allowed`` when the key has an IP allowlist and the client's address
+    is not in it.
+
+    The client's address is the connection's, which uvicorn rewrites from
+    ``X-Forwarded-For`` only for a connection from ``KEYHOUSE_TRUSTED_PROXIES``
+    (``serving.proxy_options``): a client cannot name its own address. An
+    address that is not one (what a trusted proxy forwarded) fails closed.
+    A key's origins and attributes are the platform's (``POST /verify``), not
+    keyhouse's API's.
+    """
+    if caller.refuse_browsers and caller.is_secret and _from_browser(request):
+        raise errors.SecretKeyInBrowser()
+    restrictions = caller.restrictions
+    if restrictions is not None and not ip_allowed(restrictions, _client_host(request)):
+        raise errors.IpNotAllowed()
+
+
+def check_scope(caller: Caller, scope: str) -> None:
+    """403 ``insufficient_scope`` when the key's scopes (None: unrestricted) lack ``scope``."""
+    if caller.scopes is not None and not grants(caller.scopes, scope):
+        raise errors.InsufficientScope(scope)
+
+
+def require_scope(scope: str) -> Any:
+    """A route dependency: the calling key needs the built-in ``scope`` (``keys:read``,
+    ...). In a route's ``dependencies=[...]`` first, so it runs before metering and
+    the idempotency step: a refused call is neither counted nor stored."""
+    if scope not in BUILTIN_SCOPES:
+        raise ValueError(f"{scope!r} is not one of keyhouse's built-in scopes")
+
+    async def scoped(caller: SecretCallerDep) -> None:
+        check_scope(caller, scope)
+
+    scoped.__name__ = scoped.__qualname__ = f"require_scope[{scope}]"
+    return Depends(scoped)
 
 
 def _server_error(exc: Exception) -> bool:

@@ -27,8 +27,8 @@ from keyhouse.keys.schemas import (
     CreateKeyRequest,
     ListKeysQuery,
     ListKeysResponse,
-    RenameKeyRequest,
     RollKeyRequest,
+    UpdateKeyRequest,
 )
 from keyhouse.keys.service import KeyService
 from keyhouse.openapi import error_responses
@@ -83,13 +83,16 @@ async def admin_create_key(
     """Creates a key in the account (in any of its environments) and returns
     it with its full `key` string, as `POST /keys` does; the account's
     `maxKeys` holds (`402 key_limit_reached`). An unknown account or
-    environment is `404 not_found`. Needs an admin token."""
+    environment is `404 not_found`. `scopes` and `restrictions` as for
+    `POST /keys` (the operator is not limited by them). Needs an admin token."""
     issued = await KeyService(session, runtime).create(
         account_id,
         name=body.name,
         key_type=body.keyType,
         environment_id=body.environmentId,
         expires_at=body.expiresAt,
+        scopes=body.scopes,
+        restrictions=None if body.restrictions is None else body.restrictions.to_data(),
         actor=actor,
     )
     return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)
@@ -112,19 +115,20 @@ async def admin_get_key(
 @router.patch(
     "/keys/{key_id}",
     response_model=ApiKey,
-    summary="Rename any key",
+    summary="Update any key",
     responses=error_responses(400, 401, 403, 404, 413, 415, 429),
 )
 async def admin_rename_key(
     key_id: str,
-    body: RenameKeyRequest,
+    body: UpdateKeyRequest,
     actor: AdminActorDep,
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> JSONResponse:
-    """Renames the key, as `PATCH /keys/{key_id}` does: `name` is the only
-    member that can change. Needs an admin token."""
-    row = await KeyService(session, runtime).rename(None, key_id, body.name, actor=actor)
+    """Renames the key and/or replaces its `scopes` and `restrictions`, as
+    `PATCH /keys/{key_id}` does; the operator may widen them too. Needs an
+    admin token."""
+    row = await KeyService(session, runtime).update(None, key_id, **body.changes(), actor=actor)
     return JSONResponse(key_object(runtime, row))
 
 

@@ -21,6 +21,7 @@ from keyhouse.http.pipeline import (
     SecretCallerDep,
     SessionDep,
     VerifyActorDep,
+    check_scope,
     direct,
     get_caller,
     get_runtime,
@@ -31,6 +32,7 @@ from keyhouse.http.pipeline import (
     read_query,
     request_actor,
     request_session,
+    require_scope,
 )
 from keyhouse.keys.presenter import issued_key_object, key_object
 from keyhouse.keys.schemas import (
@@ -39,19 +41,23 @@ from keyhouse.keys.schemas import (
     ImportKeyRequest,
     ListKeysQuery,
     ListKeysResponse,
-    RenameKeyRequest,
     RollKeyRequest,
+    UpdateKeyRequest,
     VerifyRequest,
     VerifyResponse,
 )
 from keyhouse.keys.service import KeyService
-from keyhouse.keys.verify import Caller, verify_key
+from keyhouse.keys.verify import NO_REQUIREMENTS, Caller, Requirements, verify_key
 from keyhouse.openapi import error_responses
 from keyhouse.responses import JSONResponse
 
 __all__ = ["admin_router", "router", "verify_router"]
 
 router = APIRouter(prefix="/keys", tags=["keys"], route_class=DirectRoute)
+# The built-in scope each route needs (restrictions.BUILTIN_SCOPES); first in a
+# route's dependencies: a refused call is neither metered nor stored as an answer.
+KEYS_READ = require_scope("keys:read")
+KEYS_WRITE = require_scope("keys:write")
 admin_router = APIRouter(prefix="/admin", tags=["operator"], route_class=DirectRoute)
 # POST /verify: the hot path of the operator's platform, a router of its own
 # (no /keys prefix, its own OpenAPI tag).
@@ -61,8 +67,9 @@ verify_router = APIRouter(tags=["verify"], route_class=DirectRoute)
 async def _list_keys(request: Request) -> Response:
     """``list_keys``' parameters, from the pipeline's steps."""
     runtime = await get_runtime(request)
-    caller = await get_caller(request, runtime)
-    async with metered_call(request, await get_secret_caller(caller), runtime) as caller:
+    caller = await get_secret_caller(request, await get_caller(request, runtime))
+    check_scope(caller, "keys:read")  # KEYS_READ, which the solver would run
+    async with metered_call(request, caller, runtime) as caller:
         query = read_query(request, ListKeysQuery)
         async with request_session(request, runtime) as session:
             return await list_keys(caller, session, runtime, query)
@@ -110,6 +117,7 @@ async def _rolling_actor(request: Request, caller: RollingCallerDep) -> Actor:
     "",
     response_model=ListKeysResponse,
     summary="List all API keys for the authenticated user's account",
+    dependencies=[KEYS_READ],
     responses=error_responses(400, 401, 402, 403, 429),
 )
 @direct(_list_keys)
@@ -124,6 +132,7 @@ async def list_keys(
     An environment-scoped key sees only the keys of its environment. Each key
     carries its full key string (`key`) unless the operator set
     `KEYHOUSE_LIST_REVEALS_KEYS=false`, in which case secret keys are masked.
+    Needs the scope `keys:read`.
     """
     objects = await KeyService(session, runtime).list_objects(
         caller.account_id,
@@ -140,7 +149,7 @@ async def list_keys(
     response_model=ApiKey,
     status_code=201,
     summary="Create an API key",
-    dependencies=[KeyIdempotency],
+    dependencies=[KEYS_WRITE, KeyIdempotency],
     responses=error_responses(400, 401, 402, 403, 429, 404, 409, 413, 415),
 )
 async def create_key(
@@ -155,6 +164,10 @@ async def create_key(
     An environment-scoped caller creates keys in its own environment only.
     `name` is stored normalized (Unicode NFC, trimmed); `expiresAt` is a JSON
     string with a time zone (a number is refused), in the future.
+    `scopes` and `restrictions` limit what the key may do and where; a key
+    with scopes or restrictions creates only keys within its own (403
+    `scope_escalation`), and gives them its own when they are left out.
+    Needs the scope `keys:write`.
     """
     service = KeyService(session, runtime)
     issued = await service.create(
@@ -163,6 +176,8 @@ async def create_key(
         key_type=body.keyType,
         environment_id=body.environmentId,
         expires_at=body.expiresAt,
+        scopes=body.scopes,
+        restrictions=None if body.restrictions is None else body.restrictions.to_data(),
         caller=caller,
         actor=actor,
     )
@@ -173,13 +188,15 @@ async def create_key(
     "/{key_id}",
     response_model=ApiKey,
     summary="Retrieve an API key",
+    dependencies=[KEYS_READ],
     responses=error_responses(400, 401, 402, 403, 429, 404),
 )
 async def get_key(
     key_id: str, caller: MeteredCallerDep, session: SessionDep, runtime: RuntimeDep
 ) -> JSONResponse:
     """One key of the account. A key of another account (or, for an
-    environment-scoped caller, of another environment) is `404 not_found`."""
+    environment-scoped caller, of another environment) is `404 not_found`.
+    Needs the scope `keys:read`."""
     service = KeyService(session, runtime)
     row = await service.get(caller.account_id, key_id, scope_environment_id=caller.environment_id)
     return JSONResponse(key_object(runtime, row))
@@ -189,7 +206,7 @@ async def get_key(
     "/{key_id}/revoke",
     response_model=ApiKey,
     summary="Revoke an API key",
-    dependencies=[KeyIdempotency],
+    dependencies=[KEYS_WRITE, KeyIdempotency],
     # 429: an address that keeps failing to authenticate, never the account's rate.
     responses=error_responses(400, 401, 403, 429, 404, 409),
 )
@@ -207,7 +224,7 @@ async def revoke_key(
     Never refused for the account's quota or rate, and not counted.
 
     Revoking the account's last active account-wide secret key is refused
-    with `409 last_secret_key` unless `force=true`.
+    with `409 last_secret_key` unless `force=true`. Needs the scope `keys:write`.
     """
     service = KeyService(session, runtime)
     row = await service.revoke(
@@ -223,25 +240,34 @@ async def revoke_key(
 @router.patch(
     "/{key_id}",
     response_model=ApiKey,
-    summary="Rename an API key",
+    summary="Update an API key",
+    dependencies=[KEYS_WRITE],
     responses=error_responses(400, 401, 402, 403, 429, 404, 413, 415),
 )
 async def rename_key(
     key_id: str,
-    body: RenameKeyRequest,
+    body: UpdateKeyRequest,
     caller: MeteredCallerDep,
     actor: KeyActorDep,
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> JSONResponse:
-    """Renames the key. `name` is the only member that can change: any other
-    member (`revoked`, `key`, `keyType`, ...) is refused with 400."""
+    """Renames the key and/or replaces its `scopes` and `restrictions`: the
+    members sent change (at least one); any other member (`revoked`, `key`,
+    `keyType`, ...) is refused with 400. `scopes: null` makes the key
+    unrestricted; `restrictions: null` (or `{}`) removes its restrictions.
+    Narrowing needs the scope `keys:write`; widening (a scope or an address
+    the key did not have, or removing them) needs an unrestricted
+    account-wide secret key (403 `scope_escalation` otherwise). Recorded as
+    `key.updated` with `before` and `after`; every worker applies the change
+    within a second."""
     service = KeyService(session, runtime)
-    row = await service.rename(
+    row = await service.update(
         caller.account_id,
         key_id,
-        body.name,
+        **body.changes(),
         scope_environment_id=caller.environment_id,
+        caller=caller,
         actor=actor,
     )
     return JSONResponse(key_object(runtime, row))
@@ -252,7 +278,7 @@ async def rename_key(
     response_model=ApiKey,
     status_code=201,
     summary="Roll an API key",
-    dependencies=[KeyIdempotency],
+    dependencies=[KEYS_WRITE, KeyIdempotency],
     responses=error_responses(400, 401, 402, 403, 429, 404, 409, 413, 415),
 )
 async def roll_key(
@@ -271,7 +297,9 @@ async def roll_key(
     can a key that was rolled already (409 `conflict`; its `fix` names the key
     that replaced it: roll that one). A roll without grace
     (`expiresInSeconds: 0`) is never refused for the account's quota or rate,
-    and not counted."""
+    and not counted. The new key has the old one's `scopes` and
+    `restrictions`; a key with scopes or restrictions rolls only keys within
+    its own (403 `scope_escalation`). Needs the scope `keys:write`."""
     grace = (body or RollKeyRequest()).expiresInSeconds
     service = KeyService(session, runtime)
     issued = await service.roll(
@@ -279,6 +307,7 @@ async def roll_key(
         key_id,
         grace_seconds=grace,
         scope_environment_id=caller.environment_id,
+        caller=caller,
         actor=actor,
     )
     return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)
@@ -303,13 +332,15 @@ async def import_key(
     keyhouse's own), so operators can migrate without re-issuing keys.
     Imported keys authenticate like native ones. A key that starts with one of
     keyhouse's prefixes must be imported as that prefix's type (400 otherwise).
-    Needs an admin token."""
+    `scopes` and `restrictions` as for `POST /keys`. Needs an admin token."""
     issued = await KeyService(session, runtime).import_key(
         account_id,
         body.key,
         name=body.name,
         key_type=body.keyType,
         environment_id=body.environmentId,
+        scopes=body.scopes,
+        restrictions=None if body.restrictions is None else body.restrictions.to_data(),
         actor=actor,
     )
     return JSONResponse(issued_key_object(runtime, issued.row), status_code=201)
@@ -340,5 +371,17 @@ async def verify_endpoint(
     the account's plan: over its monthly requests the code is
     `usage_exceeded`, over the key's rate limit `rate_limited` (a refused
     verification is not counted). Needs an admin token or a verify token
-    (`KEYHOUSE_VERIFY_TOKENS`: this route only)."""
-    return JSONResponse(await verify_key(runtime, body.key, actor))
+    (`KEYHOUSE_VERIFY_TOKENS`: this route only).
+
+    A key with scopes or restrictions is held to them, with what the request
+    gives: `scopes` it needs, the user's `ip` and `origin`, and `attributes`.
+    Refused, the code says which (`insufficient_scope`, `ip_not_allowed`,
+    `origin_not_allowed`, `attribute_not_allowed`, or `secret_key_in_browser`
+    for a secret key given with an `origin`, of an account that refuses secret
+    keys from browsers) and `reason` what failed; such a refusal is not
+    counted. A key with an IP allowlist or allowed origins, verified without
+    `ip` or `origin`, is refused (fail closed)."""
+    asked = NO_REQUIREMENTS
+    if body.scopes is not None or body.ip is not None or body.origin is not None or body.attributes:
+        asked = Requirements(body.scopes or (), body.ip, body.origin, body.attributes or {})
+    return JSONResponse(await verify_key(runtime, body.key, actor, asked))

@@ -13,7 +13,8 @@ A key whose ciphertext cannot be decrypted (its encryption key is no
 longer in ``KEYHOUSE_ENCRYPTION_KEYS``, or the ciphertext is damaged) is
 shown masked, from its stored hint, with ``"recoverable": false``, and a
 warning names its id and encryption key id. The member is there only then,
-so every other key object stays exactly the seed's. Nothing else about a key
+so every other key object stays exactly the seed's; so are ``scopes`` and
+``restrictions``, there only for a key that has them. Nothing else about a key
 needs its plaintext: revoking, rolling, renaming and verifying (by hash) work
 the same for it.
 
@@ -70,6 +71,8 @@ def _object(runtime: Runtime, row: KeyView, *, reveal: bool) -> dict[str, Any]:
         row.created_at,
         row.last_used_at,
         row.expires_at,
+        row.scopes,
+        row.restrictions,
     )
     return key_objects(runtime, row.account_id, [columns], reveal=reveal)[0]
 
@@ -117,6 +120,8 @@ def key_objects(
         created_at,
         stored_last_used,
         expires_at,
+        scopes,
+        restrictions,
     ) in rows:
         shown = next(plain) if reveal or key_type == "public" else key_hint
         obj: dict[str, Any] = {
@@ -140,6 +145,12 @@ def key_objects(
             obj["lastUsedAt"] = last_used
         if expires_at is not None:
             obj["expiresAt"] = stamp(expires_at)
+        # Only when set: an unrestricted key's object stays exactly the seed's.
+        # Stored in the API's shape (restrictions.Restrictions.to_json).
+        if scopes is not None:
+            obj["scopes"] = scopes
+        if restrictions is not None:
+            obj["restrictions"] = restrictions
         if shown is None:
             obj["recoverable"] = False
             unrecoverable.append((key_id, enc_kid))

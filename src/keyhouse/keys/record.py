@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from keyhouse.keys.format import KeyType
+from keyhouse.keys.restrictions import Restrictions
 from keyhouse.limits.plan import Plan
 
 __all__ = ["KeyRecord"]
@@ -29,3 +30,9 @@ class KeyRecord:
     expires_at: datetime | None
     expiry_recorded: bool
     plan: Plan
+    # Issue 15: None is unrestricted (keys/restrictions.py). Parsed once when
+    # the cache is filled, so a verification never parses JSON or CIDRs.
+    scopes: tuple[str, ...] | None = None
+    restrictions: Restrictions | None = None
+    # The account's refuseSecretKeysFromBrowsers.
+    refuse_browsers: bool = False

@@ -14,6 +14,7 @@ from keyhouse.db.integrity import is_conflict
 from keyhouse.db.session import DbConnection, DbSession
 from keyhouse.ids import is_id
 from keyhouse.keys.record import KeyRecord
+from keyhouse.keys.restrictions import Restrictions
 from keyhouse.limits.plan import Plan
 from keyhouse.models import Account, ApiKey
 
@@ -48,6 +49,10 @@ class KeyView(Protocol):
     def last_used_at(self) -> datetime | str | None: ...
     @property
     def expires_at(self) -> datetime | str | None: ...
+    @property
+    def scopes(self) -> list[str] | None: ...
+    @property
+    def restrictions(self) -> dict[str, Any] | None: ...
 
 
 _table = cast(Table, ApiKey.__table__)
@@ -74,6 +79,8 @@ _VIEW_COLUMNS = (
     _stored_ts("created_at"),
     _stored_ts("last_used_at"),
     _stored_ts("expires_at"),
+    _table.c.scopes,
+    _table.c.restrictions,
 )
 
 
@@ -111,6 +118,9 @@ _RECORD = (
         _accounts.c.monthly_requests,
         _accounts.c.rate_per_second,
         _accounts.c.burst,
+        _table.c.scopes,
+        _table.c.restrictions,
+        _accounts.c.refuse_secret_keys_from_browsers,
     )
     .join(_accounts, _accounts.c.id == _table.c.account_id)
     .where(_table.c.key_hash == bindparam("key_hash"))
@@ -133,6 +143,9 @@ async def find_record(connection: DbConnection, key_hash: bytes) -> KeyRecord | 
         expires_at=expires_at,
         expiry_recorded=bool(recorded),
         plan=Plan(row[8], row[9], row[10]),
+        scopes=None if row[11] is None else tuple(row[11]),
+        restrictions=Restrictions.from_json(row[12]),
+        refuse_browsers=bool(row[13]),
     )
 
 

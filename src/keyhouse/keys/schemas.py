@@ -3,11 +3,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import ipaddress
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    StringConstraints,
+    model_validator,
+)
 
 from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType
+from keyhouse.keys.restrictions import (
+    MAX_ATTRIBUTE_VALUE_LENGTH,
+    MAX_ATTRIBUTE_VALUES,
+    MAX_CIDRS,
+    MAX_ORIGINS,
+    MAX_SCOPES,
+    is_scope_name,
+)
 from keyhouse.schemas import Name, NotNull, Schema, Timestamp, omittable
 
 __all__ = [
@@ -16,10 +33,12 @@ __all__ = [
     "ApiKey",
     "CreateKeyRequest",
     "ImportKeyRequest",
+    "KeyRestrictions",
     "ListKeysQuery",
     "ListKeysResponse",
     "RenameKeyRequest",
     "RollKeyRequest",
+    "UpdateKeyRequest",
     "VerifyRequest",
     "VerifyResponse",
 ]
@@ -41,6 +60,74 @@ class ListKeysQuery(BaseModel):
         None,
         description="true: only revoked keys; false: only keys not revoked (expired too).",
     )
+
+
+# -- scopes and restrictions (issue 15) ------------------------------------------------
+#
+# The shapes only, and bounds that keep the work of a bad request small; what the
+# values mean (scope names in the catalog, CIDRs without host bits, origins,
+# declared attributes) is checked by keys/restrictions.py, in the service.
+
+Scopes = Annotated[
+    list[Annotated[StrictStr, StringConstraints(max_length=101)]],
+    Field(
+        max_length=MAX_SCOPES,
+        description=(
+            "What the key may do: scope names of the platform's catalog (`GET /admin/scopes`) "
+            "or keyhouse's built-in ones (`keys:read`, `keys:write`, `environments:read`, "
+            "`environments:write`, `events:read`, `account:read`); `messages:*` grants every "
+            "`messages:` scope. Left out: the key is unrestricted (every scope)."
+        ),
+        examples=[["messages:send"]],
+    ),
+]
+
+
+class KeyRestrictions(Schema):
+    """Where and for what a key may be used; each member restricts only when present."""
+
+    model_config = ConfigDict(title="Restrictions")
+
+    ipAllowlist: Annotated[
+        list[Annotated[StrictStr, StringConstraints(max_length=64)]] | None, NotNull
+    ] = omittable(
+        f"CIDRs the key may be used from (at most {MAX_CIDRS}), e.g. `203.0.113.0/24`, "
+        "`2001:db8::/32`; host bits must be zero. Checked on keyhouse's own API (the "
+        "connection's address) and by `POST /verify` (its `ip`).",
+        min_length=1,
+        max_length=MAX_CIDRS,
+    )
+    allowedOrigins: Annotated[
+        list[Annotated[StrictStr, StringConstraints(max_length=300)]] | None, NotNull
+    ] = omittable(
+        f"Public keys only: the web origins the key may be used from (at most {MAX_ORIGINS}), "
+        "`https://app.example.com` or `https://*.example.com`; checked by `POST /verify` "
+        "(its `origin`).",
+        min_length=1,
+        max_length=MAX_ORIGINS,
+    )
+    attributes: Annotated[
+        dict[
+            StrictStr,
+            Annotated[
+                list[
+                    Annotated[StrictStr, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE_LENGTH)]
+                ],
+                Field(min_length=1, max_length=MAX_ATTRIBUTE_VALUES),
+            ],
+        ]
+        | None,
+        NotNull,
+    ] = omittable(
+        "Attribute name (declared in the catalog) -> the values the key may be used with, "
+        'e.g. `{"senderDomain": ["acme.com"]}`; checked by `POST /verify` (its `attributes`).',
+        min_length=1,
+        max_length=64,
+    )
+
+    def to_data(self) -> dict[str, Any]:
+        """The members sent, as ``restrictions.parse_restrictions`` takes them."""
+        return self.model_dump(exclude_none=True)
 
 
 class ApiKey(BaseModel):
@@ -76,6 +163,12 @@ class ApiKey(BaseModel):
         "damaged): `key` is then masked (`sk_…Ab12`). The key still verifies, and can be "
         "revoked, rolled and renamed."
     )
+    scopes: list[str] | None = omittable(
+        "The key's scopes; omitted when the key is unrestricted (it may do everything)."
+    )
+    restrictions: KeyRestrictions | None = omittable(
+        "The key's restrictions (IP allowlist, origins, attributes); omitted when it has none."
+    )
 
 
 class ListKeysResponse(BaseModel):
@@ -103,12 +196,64 @@ class CreateKeyRequest(Schema):
         "(RFC 3339, e.g. `2027-01-31T12:00:00Z`), in the future and before the year "
         "10000 in UTC. A number (Unix time) is refused."
     )
+    scopes: Annotated[Scopes | None, NotNull] = omittable(
+        "What the key may do (see the key object). Left out: unrestricted, or, for a "
+        "restricted caller, the caller's own scopes. A restricted caller may give only "
+        "scopes among its own (403 `scope_escalation`)."
+    )
+    restrictions: Annotated[KeyRestrictions | None, NotNull] = omittable(
+        "Where the key may be used. Left out: none, or, for a restricted caller, the "
+        "caller's own. A restricted caller may give only restrictions at least as narrow "
+        "as its own (403 `scope_escalation`)."
+    )
 
 
 class RenameKeyRequest(Schema):
     """Only the name can change; any other member is refused (no mass assignment)."""
 
     name: Name
+
+
+class UpdateKeyRequest(Schema):
+    """What ``PATCH /keys/{id}`` changes: the members sent, at least one; any other
+    member (``revoked``, ``key``, ``keyType``, ...) is refused (no mass assignment)."""
+
+    name: Annotated[Name | None, NotNull] = omittable("A new name.")
+    scopes: Scopes | None = Field(
+        default=None,
+        description=(
+            "The key's new scopes, replacing its own; `null` makes it unrestricted. "
+            "Narrowing needs `keys:write`; widening (a scope it does not have, or `null`) "
+            "needs an unrestricted account-wide secret key or the operator."
+        ),
+    )
+    restrictions: KeyRestrictions | None = Field(
+        default=None,
+        description=(
+            "The key's new restrictions, replacing its own (not merged); `null` or `{}` "
+            "removes them, which is widening."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> UpdateKeyRequest:
+        if not self.model_fields_set:
+            raise ValueError("send at least one of name, scopes and restrictions")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The members sent, as ``KeyService.update``'s keyword arguments (a member
+        left out is not among them; ``scopes``/``restrictions`` None: remove)."""
+        sent = self.model_fields_set
+        out: dict[str, Any] = {}
+        if "name" in sent:
+            out["name"] = self.name
+        if "scopes" in sent:
+            out["scopes"] = self.scopes
+        if "restrictions" in sent:
+            restrictions = self.restrictions
+            out["restrictions"] = None if restrictions is None else restrictions.to_data()
+        return out
 
 
 class RollKeyRequest(Schema):
@@ -146,18 +291,82 @@ class ImportKeyRequest(Schema):
     environmentId: Annotated[str | None, NotNull] = omittable(
         "Scope the key to this environment.", max_length=64
     )
+    scopes: Annotated[Scopes | None, NotNull] = omittable(
+        "What the key may do, as for `POST /keys`. Left out: unrestricted."
+    )
+    restrictions: Annotated[KeyRestrictions | None, NotNull] = omittable(
+        "Where the key may be used, as for `POST /keys`. Left out: none."
+    )
 
 
 # -- POST /verify: the operator's platform asks whether a key may pass ----------
 
 VerifyCode = Literal[
-    "valid", "malformed", "not_found", "revoked", "expired", "usage_exceeded", "rate_limited"
+    "valid",
+    "malformed",
+    "not_found",
+    "revoked",
+    "expired",
+    "usage_exceeded",
+    "rate_limited",
+    "insufficient_scope",
+    "ip_not_allowed",
+    "origin_not_allowed",
+    "attribute_not_allowed",
+    "secret_key_in_browser",
 ]
+
+
+def _scope_name(value: str) -> str:
+    if not is_scope_name(value):
+        raise ValueError("must be a scope name: resource:action in lowercase, no wildcard")
+    return value
+
+
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IPv4 or IPv6 address") from None
+    return value
 
 
 class VerifyRequest(Schema):
     key: StrictStr = Field(
         min_length=1, max_length=1024, description="The key string your user sent."
+    )
+    scopes: Annotated[
+        list[Annotated[StrictStr, StringConstraints(max_length=100), AfterValidator(_scope_name)]]
+        | None,
+        NotNull,
+    ] = omittable(
+        "Scopes the request needs (`messages:send`): each must be granted by the key's "
+        "scopes, else `insufficient_scope`. An unrestricted key grants every scope.",
+        max_length=MAX_SCOPES,
+    )
+    ip: Annotated[
+        Annotated[StrictStr, StringConstraints(max_length=64), AfterValidator(_ip_address)] | None,
+        NotNull,
+    ] = omittable(
+        "Your user's IP address. Checked when the key has an `ipAllowlist` (a key with "
+        "one, verified without `ip`, is refused: `ip_not_allowed`)."
+    )
+    origin: Annotated[Annotated[StrictStr, StringConstraints(max_length=300)] | None, NotNull] = (
+        omittable(
+            "The `Origin` header your user's browser sent. Checked when the key has "
+            "`allowedOrigins` (a key with them, verified without `origin`, is refused: "
+            "`origin_not_allowed`); a secret key given with an `origin`, of an account that "
+            "refuses secret keys from browsers, is refused (`secret_key_in_browser`)."
+        )
+    )
+    attributes: Annotated[
+        dict[StrictStr, Annotated[StrictStr, StringConstraints(max_length=256)]] | None,
+        NotNull,
+    ] = omittable(
+        'The request\'s attributes, e.g. `{"senderDomain": "acme.com"}`: each one the key '
+        "restricts must be among its values, and be given (`attribute_not_allowed`); "
+        "attributes the key does not restrict pass.",
+        max_length=64,
     )
 
 
@@ -191,8 +400,15 @@ class VerifyResponse(BaseModel):
         description=(
             "`valid`; `malformed` (a keyhouse key whose checksum fails: a typo); "
             "`not_found`; `revoked`; `expired`; `usage_exceeded` (the account's monthly "
-            "requests are used up); `rate_limited` (the key's rate limit)."
+            "requests are used up); `rate_limited` (the key's rate limit). Refused by the "
+            "key's scopes or restrictions, not counted (`reason` says what failed): "
+            "`insufficient_scope`, `ip_not_allowed`, `origin_not_allowed`, "
+            "`attribute_not_allowed`, `secret_key_in_browser`."
         )
+    )
+    reason: str | None = omittable(
+        "Why the key's scopes or restrictions refused it: the scope, address, origin or "
+        "attribute that failed."
     )
     keyId: str | None = omittable("The key's id (jti).")
     accountId: str | None = omittable("The account that owns the key.")
@@ -200,5 +416,7 @@ class VerifyResponse(BaseModel):
     keyType: KeyType | None = omittable("secret or public.")
     name: str | None = omittable("The key's name.")
     expiresAt: str | None = omittable("When the key expires, if it does.")
+    scopes: list[str] | None = omittable("The key's scopes, when it is restricted to some.")
+    restrictions: KeyRestrictions | None = omittable("The key's restrictions, when it has some.")
     ratelimit: RateLimitInfo | None = omittable("When the account's plan has a rate limit.")
     usage: UsageInfo | None = omittable("For a key that exists and is in force.")

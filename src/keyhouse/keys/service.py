@@ -8,9 +8,10 @@ with a key string in it.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from keyhouse import errors
 from keyhouse.accounts.repository import AccountRepository
@@ -23,13 +24,20 @@ from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import IMPORTED_KEY_MIN_LENGTH, MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.presenter import key_objects
 from keyhouse.keys.repository import KeyRepository
+from keyhouse.keys.restrictions import (
+    Restrictions,
+    escalation,
+    parse_restrictions,
+    parse_scopes,
+)
 from keyhouse.keys.schemas import DEFAULT_ROLL_GRACE_SECONDS, MAX_ROLL_GRACE_SECONDS
 from keyhouse.keys.verify import Caller
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
+from keyhouse.scopes.service import catalog_names
 from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["Caller", "IssuedKey", "KeyService"]
+__all__ = ["UNCHANGED", "Caller", "IssuedKey", "KeyService"]
 
 # A key that expires within this horizon does not count as the account's
 # remaining way in when the last-key guard decides.
@@ -47,6 +55,57 @@ def _already_stored() -> errors.Conflict:
 class IssuedKey:
     row: ApiKey
     plaintext: str
+
+
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+# ``update``'s default: the member was not sent (None is a value there: unrestricted).
+UNCHANGED: Final = _Unchanged()
+
+Grant = tuple[tuple[str, ...] | None, Restrictions | None]
+
+
+def _restricted(caller: Caller | None) -> bool:
+    """Whether ``caller`` is a key with scopes or restrictions (None: the operator, the CLI)."""
+    return caller is not None and (caller.scopes is not None or caller.restrictions is not None)
+
+
+def _grant_of(row: ApiKey) -> Grant:
+    """What a stored key may do: its scopes and restrictions as values."""
+    scopes = None if row.scopes is None else tuple(row.scopes)
+    return scopes, Restrictions.from_json(row.restrictions)
+
+
+def _grant_json(grant: Grant) -> dict[str, Any]:
+    """A grant as the audit log's ``before``/``after`` shows it (null: none)."""
+    scopes, restrictions = grant
+    return {
+        "scopes": None if scopes is None else list(scopes),
+        "restrictions": None if restrictions is None else restrictions.to_json(),
+    }
+
+
+def _set_grant(row: ApiKey, grant: Grant) -> None:
+    scopes, restrictions = grant
+    row.scopes = None if scopes is None else list(scopes)
+    row.restrictions = None if restrictions is None else restrictions.to_json()
+
+
+def _unrestricted_account_key(caller: Caller) -> bool:
+    return caller.environment_id is None and not _restricted(caller)
+
+
+def _check_no_escalation(child: Grant, caller: Caller | None) -> None:
+    """403 scope_escalation when a restricted ``caller`` would make a key wider than itself."""
+    if not _restricted(caller):
+        return
+    assert caller is not None
+    wider = escalation(child[0], child[1], caller.scopes, caller.restrictions)
+    if wider is not None:
+        raise errors.ScopeEscalation(wider)
 
 
 class KeyService:
@@ -68,11 +127,19 @@ class KeyService:
         key_type: KeyType,
         environment_id: str | None = None,
         expires_at: datetime | None = None,
+        scopes: Sequence[str] | None = None,
+        restrictions: Mapping[str, Any] | None = None,
         caller: Caller | None = None,
         actor: Actor,
         check_limit: bool = True,
     ) -> IssuedKey:
         """Issue a key. ``caller`` (None for the operator or the CLI) limits the scope.
+
+        ``scopes`` and ``restrictions`` (the API's shapes; None: not given) are
+        validated against the catalog (400). A restricted ``caller`` gives its
+        own to a key for which they are not given, as an environment-scoped
+        caller gives its environment, and may not make a key wider than itself
+        (403 scope_escalation).
 
         ``check_limit`` False is for an account's first key, made with the account.
         An unknown account is 404 not_found.
@@ -95,6 +162,13 @@ class KeyService:
                 "expiresAt must be in the future.",
                 fix="Send an ISO 8601 time with a time zone that is later than now.",
             )
+        grant = await self._parse_grant(key_type, scopes, restrictions)
+        if caller is not None and _restricted(caller):
+            grant = (
+                caller.scopes if scopes is None else grant[0],
+                caller.restrictions if restrictions is None else grant[1],
+            )
+            _check_no_escalation(grant, caller)
         if check_limit:
             await self._check_key_limit(account_id, utcnow())
         plaintext = self.runtime.key_format.generate(key_type)
@@ -105,9 +179,40 @@ class KeyService:
             key_type=key_type,
             environment_id=environment_id,
             expires_at=expires_at,
+            grant=grant,
         )
         self._record("key.created", issued.row, actor)
         return issued
+
+    async def _parse_grant(
+        self,
+        key_type: KeyType | str,
+        scopes: Sequence[str] | None,
+        restrictions: Mapping[str, Any] | None,
+    ) -> Grant:
+        """``scopes`` and ``restrictions`` as given, validated (400 naming what is wrong).
+
+        The catalog is read only when one of them is given: an unrestricted key
+        costs no query.
+        """
+        if scopes is None and restrictions is None:
+            return None, None
+        scope_names, attribute_names = await self._catalog()
+        parsed_scopes = None if scopes is None else parse_scopes(scopes, scope_names)
+        parsed = (
+            None
+            if restrictions is None
+            else parse_restrictions(
+                restrictions, key_type=key_type, attribute_catalog=attribute_names
+            )
+        )
+        return parsed_scopes, parsed
+
+    async def _catalog(self) -> tuple[Collection[str], Collection[str]]:
+        """The platform's declared scope and attribute names (``PUT /admin/scopes``),
+        its lock held shared until the transaction ends (``catalog_names``): taken
+        before the account's row lock, in every change, so the order is one."""
+        return await catalog_names(self.session)
 
     async def import_key(
         self,
@@ -117,9 +222,13 @@ class KeyService:
         name: str,
         key_type: KeyType,
         environment_id: str | None = None,
+        scopes: Sequence[str] | None = None,
+        restrictions: Mapping[str, Any] | None = None,
         actor: Actor,
     ) -> IssuedKey:
-        """Store an existing key from another system, hashed and encrypted.
+        """Store an existing key from another system, hashed and encrypted, with
+        ``scopes`` and ``restrictions`` as ``create`` validates them (the operator's
+        call: no escalation to check).
 
         A string in our own format whose checksum fails would be refused as
         malformed before any lookup, so it cannot be imported. An unknown
@@ -138,6 +247,7 @@ class KeyService:
             )
         self._check_prefix_matches(key, key_type)
         await self._check_environment(account_id, environment_id)
+        grant = await self._parse_grant(key_type, scopes, restrictions)
         if await self.repo.get_by_hash(hash_key(key)) is not None:
             raise _already_stored()
         await self._check_key_limit(account_id, utcnow())
@@ -149,6 +259,7 @@ class KeyService:
             environment_id=environment_id,
             expires_at=None,
             imported=True,
+            grant=grant,
         )
         self._record("key.imported", issued.row, actor)
         return issued
@@ -238,6 +349,7 @@ class KeyService:
         environment_id: str | None,
         expires_at: datetime | None,
         imported: bool = False,
+        grant: Grant = (None, None),
     ) -> IssuedKey:
         key_id, created_at = new_id("key")
         sealed = self.runtime.keyring.encrypt(plaintext, associated=key_id)
@@ -256,6 +368,7 @@ class KeyService:
             created_at=created_at,
             imported=imported,
         )
+        _set_grant(row, grant)
         if not await self.repo.insert(row):
             raise _already_stored()
         return IssuedKey(row, plaintext)
@@ -351,16 +464,92 @@ class KeyService:
         scope_environment_id: str | None = None,
         actor: Actor,
     ) -> ApiKey:
+        return await self.update(
+            account_id, key_id, name=name, scope_environment_id=scope_environment_id, actor=actor
+        )
+
+    async def update(
+        self,
+        account_id: str | None,
+        key_id: str,
+        *,
+        name: str | None = None,
+        scopes: Sequence[str] | _Unchanged | None = UNCHANGED,
+        restrictions: Mapping[str, Any] | _Unchanged | None = UNCHANGED,
+        scope_environment_id: str | None = None,
+        caller: Caller | None = None,
+        actor: Actor,
+    ) -> ApiKey:
+        """Rename a key and/or replace its scopes and restrictions (``PATCH /keys/{id}``).
+
+        ``scopes`` None makes the key unrestricted; ``restrictions`` None or
+        ``{}`` removes them; ``UNCHANGED`` leaves them. Narrowing (the key can
+        do no more than before) is open to any caller that may write keys;
+        widening needs the operator (``caller`` None) or an unrestricted
+        account-wide secret key (403 scope_escalation otherwise), as an
+        environment-scoped or restricted key could otherwise give a key more
+        than it has. Recorded as ``key.updated`` with ``before`` and ``after``,
+        and every process's cache is told (the key's NOTIFY), as for a revoke.
+        """
         row = await self.get(account_id, key_id, scope_environment_id=scope_environment_id)
-        if row.name != name:
+        regrant = not (isinstance(scopes, _Unchanged) and isinstance(restrictions, _Unchanged))
+        given: Grant = (None, None)
+        if regrant:
+            # Validated before the lock: the catalog's lock comes before the
+            # account's, as in create, and the key's type does not change.
+            given = await self._parse_grant(
+                row.key_type,
+                None if isinstance(scopes, _Unchanged) else scopes,
+                None if isinstance(restrictions, _Unchanged) else restrictions,
+            )
+        if (name is not None and row.name != name) or regrant:
             # Under the lock: two renames at once both recorded the same
-            # previousName, and the audit log lost the name in between.
+            # previousName, and the audit log lost the name in between; two
+            # updates of scopes would each record a `before` the other replaced.
             row = await self._locked(row)
-        if row.name != name:
+        if regrant:
+            self._regrant(
+                row,
+                given[0] if not isinstance(scopes, _Unchanged) else scopes,
+                given[1] if not isinstance(restrictions, _Unchanged) else restrictions,
+                caller,
+                actor,
+            )
+        if name is not None and row.name != name:
             previous, row.name = row.name, name
             self._record("key.renamed", row, actor, {"previousName": previous})
-            await self.repo.flush()
+        await self.repo.flush()
         return row
+
+    def _regrant(
+        self,
+        row: ApiKey,
+        scopes: tuple[str, ...] | _Unchanged | None,
+        restrictions: Restrictions | _Unchanged | None,
+        caller: Caller | None,
+        actor: Actor,
+    ) -> None:
+        """Give ``row`` the validated ``scopes`` and ``restrictions`` (``UNCHANGED``: its
+        own), if that changes it, under the rule of ``update``."""
+        before = _grant_of(row)
+        after = (
+            before[0] if isinstance(scopes, _Unchanged) else scopes,
+            before[1] if isinstance(restrictions, _Unchanged) else restrictions,
+        )
+        if _grant_json(after) == _grant_json(before):
+            return
+        wider = escalation(after[0], after[1], before[0], before[1])
+        if wider is not None and caller is not None and not _unrestricted_account_key(caller):
+            raise errors.ScopeEscalation(
+                "Widening a key's scopes or restrictions (or removing them) needs an "
+                "unrestricted account-wide secret key or the operator.",
+                fix="Narrow the key only (fewer scopes, tighter restrictions), or send this "
+                "change with an account-wide secret key that has no scopes or restrictions.",
+            )
+        _set_grant(row, after)
+        self._record(
+            "key.updated", row, actor, {"before": _grant_json(before), "after": _grant_json(after)}
+        )
 
     async def roll(
         self,
@@ -369,9 +558,13 @@ class KeyService:
         *,
         grace_seconds: int = DEFAULT_ROLL_GRACE_SECONDS,
         scope_environment_id: str | None = None,
+        caller: Caller | None = None,
         actor: Actor,
     ) -> IssuedKey:
-        """Replace a key: a new key with the same name, type, scope and expiry.
+        """Replace a key: a new key with the same name, type, environment, scopes,
+        restrictions and expiry. A restricted ``caller`` may roll only a key within
+        its own scopes and restrictions (403 scope_escalation): the new key would be
+        one it made.
 
         The old key keeps working for the grace period: its ``expiresAt``
         becomes the earlier of its own and now + grace, so a roll never
@@ -392,6 +585,8 @@ class KeyService:
         row = await self._locked(row)
         now = utcnow()
         self._check_rollable(row, now)
+        grant = _grant_of(row)
+        _check_no_escalation(grant, caller)
         key_type: KeyType = "secret" if row.key_type == "secret" else "public"
         original_expiry = row.expires_at
         grace_end = now + timedelta(seconds=grace_seconds)
@@ -414,6 +609,7 @@ class KeyService:
             key_type=key_type,
             environment_id=row.environment_id,
             expires_at=original_expiry,
+            grant=grant,
         )
         row.rolled_to = issued.row.id
         self._record("key.created", issued.row, actor, {"rolledFrom": row.id})

@@ -15,7 +15,8 @@ wait on itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -29,6 +30,13 @@ from keyhouse.keys.crypto import hash_key
 from keyhouse.keys.format import MAX_KEY_LENGTH, KeyType, Kind
 from keyhouse.keys.record import KeyRecord
 from keyhouse.keys.repository import find_record
+from keyhouse.keys.restrictions import (
+    Restrictions,
+    attribute_refusal,
+    ip_allowed,
+    missing_scopes,
+    origin_allowed,
+)
 from keyhouse.limits.plan import Plan
 from keyhouse.limits.service import usage_object
 from keyhouse.logs import get_logger
@@ -36,7 +44,17 @@ from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_ts, utcnow
 
-__all__ = ["Caller", "KeyRecord", "Verdict", "Verifier", "bearer_of", "verify_key"]
+__all__ = [
+    "NO_REQUIREMENTS",
+    "Caller",
+    "KeyRecord",
+    "Requirements",
+    "Verdict",
+    "Verifier",
+    "bearer_of",
+    "refusal",
+    "verify_key",
+]
 
 log = get_logger("keyhouse.verify")
 
@@ -72,6 +90,11 @@ class Caller:
     key_type: KeyType
     environment_id: str | None
     plan: Plan
+    # Issue 15: the key's scopes and restrictions (None: unrestricted) and
+    # its account's refuseSecretKeysFromBrowsers, from the cached record.
+    scopes: tuple[str, ...] | None = None
+    restrictions: Restrictions | None = None
+    refuse_browsers: bool = False
 
     @property
     def is_secret(self) -> bool:
@@ -131,7 +154,14 @@ class Verifier:
         record = verdict.record
         if verdict.code == "valid" and record is not None:
             return Caller(
-                record.account_id, record.id, record.key_type, record.environment_id, record.plan
+                record.account_id,
+                record.id,
+                record.key_type,
+                record.environment_id,
+                record.plan,
+                record.scopes,
+                record.restrictions,
+                record.refuse_browsers,
             )
         if verdict.code == "malformed":
             raise errors.MalformedApiKey()
@@ -176,32 +206,106 @@ class Verifier:
             log.warning("expiry_event_not_recorded", key_id=record.id, error=type(exc).__name__)
 
 
-async def verify_key(runtime: Runtime, key: str, actor: Actor | None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """What ``POST /verify`` asks of a key besides being valid: scopes it needs, and
+    the request's address, origin and attributes to check its restrictions against."""
+
+    scopes: Sequence[str] = ()
+    ip: str | None = None
+    origin: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+NO_REQUIREMENTS = Requirements()
+
+
+def refusal(record: KeyRecord, asked: Requirements) -> tuple[str, str] | None:
+    """``(code, reason)`` when the key's scopes or restrictions refuse ``asked``, else None.
+
+    In this order: the account's browser guard (a secret key given with an
+    ``origin``), the key's IP allowlist, its allowed origins (each fails
+    closed: a key with the restriction, verified without the value, is
+    refused), the scopes asked for, then its attributes. Reasons name what
+    failed; they repeat no value of the request but an IP address (checked
+    to be one by the request's schema) and scope names.
+    """
+    if asked.origin is not None and record.refuse_browsers and record.key_type == "secret":
+        return (
+            "secret_key_in_browser",
+            "An origin was given for a secret key, and the key's account refuses secret "
+            "keys from browsers.",
+        )
+    restrictions = record.restrictions
+    if restrictions is not None:
+        if not ip_allowed(restrictions, asked.ip):
+            if asked.ip is None:
+                return "ip_not_allowed", "The key has an ipAllowlist and no ip was given."
+            return "ip_not_allowed", f"{asked.ip} is not in the key's ipAllowlist."
+        if not origin_allowed(restrictions, asked.origin):
+            if asked.origin is None:
+                return "origin_not_allowed", "The key has allowedOrigins and no origin was given."
+            return "origin_not_allowed", "The origin is not in the key's allowedOrigins."
+    if asked.scopes:
+        missing = missing_scopes(record.scopes, asked.scopes)
+        if missing:
+            return "insufficient_scope", f"The key's scopes do not grant {', '.join(missing)}."
+    name = attribute_refusal(restrictions, asked.attributes)
+    if name is not None:
+        if name not in asked.attributes:
+            return "attribute_not_allowed", f"The key restricts {name} and no {name} was given."
+        return "attribute_not_allowed", f"The {name} given is not one of the key's values."
+    return None
+
+
+async def verify_key(
+    runtime: Runtime,
+    key: str,
+    actor: Actor | None,
+    asked: Requirements = NO_REQUIREMENTS,
+) -> dict[str, Any]:
     """``POST /verify``'s verdict as a JSON-ready dict: ``verify`` plus the plan's limits.
 
-    A valid key's use counts against its account's plan, like an API call: a
-    refused one turns the verdict into ``usage_exceeded`` or ``rate_limited``.
+    A valid key is then held to its scopes and restrictions (``refusal``): a
+    refused one is ``valid: false`` with the refusal's ``code`` and ``reason``,
+    before metering, so it consumes no quota and no rate token. A key that
+    passes counts against its account's plan, like an API call: a refused one
+    turns the verdict into ``usage_exceeded`` or ``rate_limited``.
     """
     verdict = await Verifier(runtime).verify(key, actor=actor)
     out: dict[str, Any] = {"valid": verdict.valid, "code": verdict.code}
     record = verdict.record
     extra: dict[str, Any] = {}
     if verdict.valid and record is not None:
-        # A verification counts against the account's plan, like an API call.
-        admission = await runtime.limiter.admit(record.account_id, record.id, record.plan, utcnow())
-        if not admission.allowed:
-            code = "usage_exceeded" if admission.refusal == "usage" else "rate_limited"
-            out = {"valid": False, "code": code}
-        if admission.rate is not None:
-            rate = admission.rate
-            extra["ratelimit"] = {
-                "limit": rate.limit,
-                "remaining": rate.remaining,
-                "reset": rate.reset,
-            }
-        extra["usage"] = usage_object(
-            admission.used, admission.period, limit=record.plan.monthly_requests
-        )
+        refused = None
+        # An unrestricted key of an account without the browser guard: three
+        # attribute reads, no call.
+        if (
+            record.scopes is not None
+            or record.restrictions is not None
+            or (record.refuse_browsers and asked.origin is not None)
+        ):
+            refused = refusal(record, asked)
+        if refused is not None:
+            out = {"valid": False, "code": refused[0], "reason": refused[1]}
+        else:
+            # A verification counts against the account's plan, like an API call.
+            admission = await runtime.limiter.admit(
+                record.account_id, record.id, record.plan, utcnow()
+            )
+            if not admission.allowed:
+                code = "usage_exceeded" if admission.refusal == "usage" else "rate_limited"
+                out = {"valid": False, "code": code}
+            if admission.rate is not None:
+                rate = admission.rate
+                extra["ratelimit"] = {
+                    "limit": rate.limit,
+                    "remaining": rate.remaining,
+                    "reset": rate.reset,
+                }
+            extra["usage"] = usage_object(
+                admission.used, admission.period, limit=record.plan.monthly_requests
+            )
     if record is not None:
         out["keyId"] = record.id
         out["accountId"] = record.account_id
@@ -211,5 +315,9 @@ async def verify_key(runtime: Runtime, key: str, actor: Actor | None) -> dict[st
         out["name"] = record.name
         if record.expires_at is not None:
             out["expiresAt"] = format_ts(record.expires_at)
+        if record.scopes is not None:
+            out["scopes"] = list(record.scopes)
+        if record.restrictions is not None:
+            out["restrictions"] = record.restrictions.to_json()
     out.update(extra)
     return out

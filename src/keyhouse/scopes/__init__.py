@@ -1,0 +1,1 @@
+"""The platform's scope catalog: the scopes and attributes its keys may carry."""
