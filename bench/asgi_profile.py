@@ -7,6 +7,7 @@ fresh SQLite database in a temporary directory, with logging at ``info`` to
 
     .venv/bin/python bench/asgi_profile.py list            # GET /keys, 200 keys
     .venv/bin/python bench/asgi_profile.py verify          # POST /verify, cache hit
+    .venv/bin/python bench/asgi_profile.py verify-restricted  # 3 scopes, 10 CIDRs (issue 15)
     .venv/bin/python bench/asgi_profile.py list --cprofile # the 40 costliest calls
     .venv/bin/python bench/asgi_profile.py list --query revoked=false  # with a query string
 
@@ -32,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from inproc import create_account_with_keys, settings
+from inproc import create_account_with_keys, create_restricted_key, settings
 
 from keyhouse.app import create_app
 from keyhouse.db.migrate import migrate
@@ -90,8 +91,12 @@ async def main(args: argparse.Namespace) -> None:
         async with app.router.lifespan_context(app):
             runtime = app.state.runtime
             _, keys = await create_account_with_keys(runtime, "profile", args.keys)
-            if args.target == "verify":
-                payload = json.dumps({"key": keys[0]}).encode()
+            if args.target in ("verify", "verify-restricted"):
+                body: dict[str, Any] = {"key": keys[0]}
+                if args.target == "verify-restricted":
+                    restricted = await create_restricted_key(runtime)
+                    body = {"key": restricted["key"], **restricted["verify"]}
+                payload = json.dumps(body).encode()
                 headers = [
                     (b"host", b"127.0.0.1"),
                     (b"authorization", f"Bearer {runtime.admin_tokens.first}".encode()),
@@ -132,7 +137,7 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("target", choices=["list", "verify"])
+    parser.add_argument("target", choices=["list", "verify", "verify-restricted"])
     parser.add_argument("--keys", type=int, default=200, help="keys in the account")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)

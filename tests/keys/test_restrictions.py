@@ -128,6 +128,26 @@ class TestCidrContainment:
         assert ip_allowed(everything_v6, mapped) is False
         assert ip_allowed(everything_v6, "2001:db8::1") is True
 
+    @given(
+        text=st.ip_addresses().flatmap(
+            lambda a: st.sampled_from([str(a), a.exploded, str(a).upper()])
+        )
+        | st.text(alphabet="0123456789abcdefABCDEF:.%x ", max_size=45)
+    )
+    def test_address_text_is_read_as_ipaddress_reads_it(self, text: str) -> None:
+        """keyhouse parses with inet_pton (fast); ipaddress is the reference. An
+        IPv6 zone ("%eth0") is refused, failing closed."""
+        everything = _allowlist([IPv4Network("0.0.0.0/0"), IPv6Network("::/0")])
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            address = None
+        readable = address is not None and "%" not in text
+        assert ip_allowed(everything, text) == readable
+        if readable and isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            v4 = _allowlist([IPv4Network("0.0.0.0/0")])
+            assert ip_allowed(v4, text)
+
     def test_fail_closed_without_a_usable_address(self) -> None:
         r = _allowlist([IPv4Network("203.0.113.0/24")])
         for ip in (None, "", "not-an-ip", "203.0.113", "203.0.113.5/32", "x" * 1000):
