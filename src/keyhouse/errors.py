@@ -23,6 +23,7 @@ an encryption key or an admin token.
     │   ├── InsufficientScope          403 insufficient_scope
     │   ├── ScopeEscalation            403 scope_escalation
     │   ├── IpNotAllowed               403 ip_not_allowed
+    │   ├── OriginNotAllowed           403 origin_not_allowed
     │   └── SecretKeyInBrowser         403 secret_key_in_browser
     ├── NotFound                       404 not_found
     │   └── AccountNotFound            404 not_found
@@ -59,6 +60,7 @@ __all__ = [
     "InvalidApiKey",
     "InvalidForwardToken",
     "IpNotAllowed",
+    "OriginNotAllowed",
     "KeyAlreadyRolled",
     "KeyInQuery",
     "KeyLimitReached",
@@ -100,6 +102,7 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_SCOPE = "insufficient_scope"
     SCOPE_ESCALATION = "scope_escalation"
     IP_NOT_ALLOWED = "ip_not_allowed"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     SECRET_KEY_IN_BROWSER = "secret_key_in_browser"  # noqa: S105 (an error code)
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -275,6 +278,18 @@ class IpNotAllowed(Forbidden):
     default_fix = (
         "Call from an address in the key's ipAllowlist (GET /keys/{id} shows it), or ask "
         "the account to add this address's network to it."
+    )
+
+
+class OriginNotAllowed(Forbidden):
+    """The key has allowedOrigins and the request's ``Origin`` is not among them (or absent):
+    forward auth and the gateway, where the browser's request itself arrives."""
+
+    code = ErrorCode.ORIGIN_NOT_ALLOWED
+    default_message = "The key may not be used from this origin."
+    default_fix = (
+        "Call from a page whose origin is in the key's allowedOrigins (GET /keys/{id} "
+        "shows them), or ask the account to add this origin."
     )
 
 

@@ -353,3 +353,51 @@ class TestBadInput:
         for path in ["/keys", "/forward-authx", "/forward"]:
             resp = await client.get(path, headers=acc.auth)
             assert "x-keyhouse-status" not in resp.headers
+
+
+class TestRestrictedKeys:
+    """A restricted key (issue 15) passes a proxy only as its restrictions allow: the
+    request the proxy asks about is the client's own, its address and its Origin."""
+
+    async def restricted(
+        self, client: httpx.AsyncClient, runtime: Runtime, **body: Any
+    ) -> dict[str, str]:
+        acc = await create_account(runtime)
+        resp = await client.post("/keys", headers=acc.auth, json={"name": "restricted", **body})
+        assert resp.status_code == 201, resp.text
+        return bearer(resp.json()["key"])
+
+    async def test_an_ip_allowlist_is_held(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        # httpx's ASGITransport calls from 127.0.0.1.
+        elsewhere = await self.restricted(
+            client, runtime, keyType="secret", restrictions={"ipAllowlist": ["203.0.113.0/24"]}
+        )
+        resp = await client.get("/forward-auth", headers={**PROXY, **elsewhere})
+        refused(resp, 403, "ip_not_allowed")
+        here = await self.restricted(
+            client, runtime, keyType="secret", restrictions={"ipAllowlist": ["127.0.0.0/8"]}
+        )
+        assert (await client.get("/forward-auth", headers={**PROXY, **here})).status_code == 200
+
+    async def test_allowed_origins_are_held_and_fail_closed(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        key = await self.restricted(
+            client,
+            runtime,
+            keyType="public",
+            restrictions={"allowedOrigins": ["https://app.example.com"]},
+        )
+        ok = await client.get(
+            "/forward-auth", headers={**PROXY, **key, "Origin": "https://app.example.com"}
+        )
+        assert ok.status_code == 200, ok.text
+        other = await client.get(
+            "/forward-auth", headers={**PROXY, **key, "Origin": "https://evil.example"}
+        )
+        refused(other, 403, "origin_not_allowed")
+        refused(
+            await client.get("/forward-auth", headers={**PROXY, **key}), 403, "origin_not_allowed"
+        )

@@ -1,7 +1,6 @@
 """The README's send-only key example runs as written, and answers what it shows.
 
-The section is README.md's once merged there, else README-restricted-section.md
-(where it is written until then). Its ``sh`` blocks run in one bash, against a
+Its ``sh`` blocks run in one bash, against a
 real ``keyhouse serve``, with ``KEY`` (the account's key of "First steps") set;
 only the port changes. Each ``# {...}`` line after a command is what it
 printed: its ``code`` and ``reason`` must be the ones printed.
@@ -31,9 +30,7 @@ REASON = re.compile(r'"reason":"([^"]+)"')
 
 
 def restricted_blocks() -> list[str]:
-    readme = ROOT / "README.md"
-    where = readme if TITLE + "\n" in readme.read_text(encoding="utf-8") else None
-    return BLOCK.findall(section(TITLE, where or ROOT / "README-restricted-section.md"))
+    return BLOCK.findall(section(TITLE))
 
 
 def shown(blocks: list[str]) -> list[tuple[str, str | None]]:

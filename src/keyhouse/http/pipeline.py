@@ -68,7 +68,7 @@ from keyhouse.idempotency import schemas as idempotency
 from keyhouse.idempotency.service import IdempotencyService, fingerprint, parse_key
 from keyhouse.keys import changes
 from keyhouse.keys.format import Kind
-from keyhouse.keys.restrictions import BUILTIN_SCOPES, grants, ip_allowed
+from keyhouse.keys.restrictions import BUILTIN_SCOPES, grants, ip_allowed, origin_allowed
 from keyhouse.keys.verify import MAX_AUTHORIZATION_LENGTH, Caller, Verifier, bearer_of
 from keyhouse.limits.service import meter, unmeter
 from keyhouse.runtime import Runtime
@@ -264,7 +264,9 @@ async def get_forward_caller(request: Request, runtime: RuntimeDep) -> Caller:
     403 would tell it that the string it holds is the proxy's token (r14).
     """
     token = forward_credential(request, runtime)
-    return await authenticate_token(request, runtime, token, name_verify_tokens=False)
+    caller = await authenticate_token(request, runtime, token, name_verify_tokens=False)
+    check_forwarded_restrictions(request, caller)
+    return caller
 
 
 async def authenticate_token(
@@ -344,6 +346,20 @@ def check_restrictions(request: Request, caller: Caller) -> None:
     restrictions = caller.restrictions
     if restrictions is not None and not ip_allowed(restrictions, _client_host(request)):
         raise errors.IpNotAllowed()
+
+
+def check_forwarded_restrictions(request: Request, caller: Caller) -> None:
+    """Forward auth and the gateway: ``check_restrictions``, and a key's ``allowedOrigins``
+    against the request's ``Origin``, for there the request is the client's own (a
+    browser's, for a public key), not a platform's call about it. A key with
+    allowedOrigins and a request without ``Origin`` is refused (fail closed, as
+    ``POST /verify`` without ``origin``). Scopes and attributes are the platform's
+    vocabulary, which a proxy does not know: ``POST /verify`` checks them."""
+    check_restrictions(request, caller)
+    restrictions = caller.restrictions
+    if restrictions is not None and restrictions.allowed_origins is not None:
+        if not origin_allowed(restrictions, _header(request, _ORIGIN)):
+            raise errors.OriginNotAllowed()
 
 
 def check_scope(caller: Caller, scope: str) -> None:
