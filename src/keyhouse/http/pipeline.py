@@ -357,9 +357,12 @@ def check_forwarded_restrictions(request: Request, caller: Caller) -> None:
     vocabulary, which a proxy does not know: ``POST /verify`` checks them."""
     check_restrictions(request, caller)
     restrictions = caller.restrictions
-    if restrictions is not None and restrictions.allowed_origins is not None:
-        if not origin_allowed(restrictions, _header(request, _ORIGIN)):
-            raise errors.OriginNotAllowed()
+    if (
+        restrictions is not None
+        and restrictions.allowed_origins is not None
+        and not origin_allowed(restrictions, _header(request, _ORIGIN))
+    ):
+        raise errors.OriginNotAllowed()
 
 
 def check_scope(caller: Caller, scope: str) -> None:
