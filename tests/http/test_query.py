@@ -202,9 +202,12 @@ class TestOverHttp:
             text = WRAPPERS[name](text)
         wrapped = ENCODINGS[encoding](text)
         query = f"{wrapped}=1" if as_name else f"keyType=secret&q={wrapped}"
+        # Wrapped often enough, the query outgrows the cap: refused for its size first
+        # (what a stored Hypothesis example found), and the key is not echoed either.
+        code = "key_in_query" if len(query.encode()) <= MAX_QUERY_BYTES else "validation_error"
         for path in ["/keys", "/healthz", "/verify"]:
             response = await client.get(f"{path}?{query}")
-            expect_error(response, 400, "key_in_query")
+            expect_error(response, 400, code)
             echoed = key in response.text or wrapped in response.text
             assert not echoed
 
