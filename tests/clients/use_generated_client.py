@@ -42,8 +42,10 @@ from keyhouse_openapi_client.api.operator import (
     admin_roll_key,
     create_account,
     get_account,
+    get_scope_catalog,
     import_key,
     list_accounts,
+    put_scope_catalog,
     update_account,
 )
 from keyhouse_openapi_client.api.verify import verify_key
@@ -56,9 +58,11 @@ from keyhouse_openapi_client.models import (
     ImportKeyRequestKeytype,
     LimitsUpdate,
     ListKeysKeyTypeType0,
-    RenameKeyRequest,
+    PutCatalogRequest,
     RollKeyRequest,
+    ScopeEntry,
     UpdateAccountRequest,
+    UpdateKeyRequest,
     VerifyRequest,
 )
 from keyhouse_openapi_client.types import Response
@@ -86,6 +90,14 @@ def main(base_url: str, admin_token: str) -> None:
     secret = created.key.key
     account = AuthenticatedClient(base_url=base_url, token=secret)
     call("listAccounts", list_accounts.sync_detailed(client=admin))
+    call(
+        "putScopeCatalog",
+        put_scope_catalog.sync_detailed(
+            client=admin,
+            body=PutCatalogRequest(scopes=[ScopeEntry(name="messages:send", description="Send")]),
+        ),
+    )
+    call("getScopeCatalog", get_scope_catalog.sync_detailed(client=admin))
     call("getAccount", get_account.sync_detailed(account_id, client=admin))
     call(
         "updateAccount",
@@ -121,7 +133,7 @@ def main(base_url: str, admin_token: str) -> None:
     call("adminGetKey", admin_get_key.sync_detailed(made.id, client=admin))
     call(
         "adminRenameKey",
-        admin_rename_key.sync_detailed(made.id, client=admin, body=RenameKeyRequest(name="o2")),
+        admin_rename_key.sync_detailed(made.id, client=admin, body=UpdateKeyRequest(name="o2")),
     )
     replaced = call("adminRollKey", admin_roll_key.sync_detailed(made.id, client=admin))
     call("adminRevokeKey", admin_revoke_key.sync_detailed(replaced.id, client=admin))
@@ -156,7 +168,7 @@ def main(base_url: str, admin_token: str) -> None:
     call("getKey", get_key.sync_detailed(key.id, client=account))
     call(
         "renameKey",
-        rename_key.sync_detailed(key.id, client=account, body=RenameKeyRequest(name="renamed")),
+        rename_key.sync_detailed(key.id, client=account, body=UpdateKeyRequest(name="renamed")),
     )
     # A roll without a body (the default grace), then one with a body.
     rolled = call("rollKey", roll_key.sync_detailed(key.id, client=account))

@@ -21,6 +21,7 @@ EventType = Literal[
     "environment.created",
     "account.created",
     "account.updated",
+    "scopes.updated",
 ]
 
 

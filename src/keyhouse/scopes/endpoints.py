@@ -21,7 +21,7 @@ admin_router = APIRouter(prefix="/admin/scopes", tags=["operator"], route_class=
     summary="The scope catalog",
     responses=error_responses(400, 401, 403, 429),
 )
-async def get_catalog(actor: AdminActorDep, session: SessionDep) -> JSONResponse:
+async def get_scope_catalog(actor: AdminActorDep, session: SessionDep) -> JSONResponse:
     """The scopes keys may carry (keyhouse's built-in account-API scopes first,
     marked `builtin`) and the attributes keys may be restricted on. Needs an
     admin token."""
@@ -34,7 +34,7 @@ async def get_catalog(actor: AdminActorDep, session: SessionDep) -> JSONResponse
     summary="Replace the scope catalog",
     responses=error_responses(400, 401, 403, 409, 413, 415, 429),
 )
-async def put_catalog(
+async def put_scope_catalog(
     body: PutCatalogRequest, actor: AdminActorDep, session: SessionDep
 ) -> JSONResponse:
     """Replaces the platform's scopes (`resource:action`, lowercase, no
