@@ -1136,7 +1136,7 @@ def key_list(
         await AccountService(session, runtime).get(account)
         # --json is exactly GET /keys; the table masks unless asked.
         return await KeyService(session, runtime).list_objects(
-            account, reveal=None if as_json else reveal
+            account, reveal=None if as_json else reveal, viewer=None
         )
 
     keys = with_session(settings, work)
@@ -1168,7 +1168,7 @@ def key_revoke(
     async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.revoke(None, key_id, force=force, actor=CLI)
-        return key_object(runtime, row)
+        return key_object(runtime, row, viewer=None)
 
     result = with_session(settings, work)
     if as_json:
@@ -1226,7 +1226,7 @@ def key_rename(
     async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.rename(None, key_id, body.name, actor=CLI)
-        return key_object(runtime, row)
+        return key_object(runtime, row, viewer=None)
 
     result = with_session(settings, work)
     if as_json:

@@ -140,6 +140,7 @@ async def list_keys(
         environment_id=query.environmentId,
         key_type=query.keyType,
         revoked=query.revoked,
+        viewer=caller,
     )
     return JSONResponse({"keys": objects})
 
@@ -199,7 +200,7 @@ async def get_key(
     Needs the scope `keys:read`."""
     service = KeyService(session, runtime)
     row = await service.get(caller.account_id, key_id, scope_environment_id=caller.environment_id)
-    return JSONResponse(key_object(runtime, row))
+    return JSONResponse(key_object(runtime, row, viewer=caller))
 
 
 @router.post(
@@ -234,7 +235,7 @@ async def revoke_key(
         force=force,
         actor=actor,
     )
-    return JSONResponse(key_object(runtime, row))
+    return JSONResponse(key_object(runtime, row, viewer=caller))
 
 
 @router.patch(
@@ -270,7 +271,7 @@ async def rename_key(
         caller=caller,
         actor=actor,
     )
-    return JSONResponse(key_object(runtime, row))
+    return JSONResponse(key_object(runtime, row, viewer=caller))
 
 
 @router.post(
