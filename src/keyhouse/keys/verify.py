@@ -36,6 +36,7 @@ from keyhouse.keys.restrictions import (
     ip_allowed,
     missing_scopes,
     origin_allowed,
+    shown_address,
 )
 from keyhouse.limits.plan import Plan
 from keyhouse.limits.service import usage_object
@@ -228,7 +229,8 @@ def refusal(record: KeyRecord, asked: Requirements) -> tuple[str, str] | None:
     closed: a key with the restriction, verified without the value, is
     refused), the scopes asked for, then its attributes. Reasons name what
     failed; they repeat no value of the request but an IP address (checked
-    to be one by the request's schema) and scope names.
+    to be one by the request's schema; without its zone id, if it has one:
+    ``shown_address``) and scope names.
     """
     if asked.origin is not None and record.refuse_browsers and record.key_type == "secret":
         return (
@@ -241,7 +243,7 @@ def refusal(record: KeyRecord, asked: Requirements) -> tuple[str, str] | None:
         if not ip_allowed(restrictions, asked.ip):
             if asked.ip is None:
                 return "ip_not_allowed", "The key has an ipAllowlist and no ip was given."
-            return "ip_not_allowed", f"{asked.ip} is not in the key's ipAllowlist."
+            return "ip_not_allowed", f"{shown_address(asked.ip)} is not in the key's ipAllowlist."
         if not origin_allowed(restrictions, asked.origin):
             if asked.origin is None:
                 return "origin_not_allowed", "The key has allowedOrigins and no origin was given."
