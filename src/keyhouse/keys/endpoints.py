@@ -27,6 +27,7 @@ from keyhouse.http.pipeline import (
     get_runtime,
     get_secret_caller,
     get_verify_actor,
+    mark_used,
     metered_call,
     read_body,
     read_query,
@@ -69,6 +70,7 @@ async def _list_keys(request: Request) -> Response:
     runtime = await get_runtime(request)
     caller = await get_secret_caller(request, await get_caller(request, runtime))
     check_scope(caller, "keys:read")  # KEYS_READ, which the solver would run
+    mark_used(runtime, caller)
     async with metered_call(request, caller, runtime) as caller:
         query = read_query(request, ListKeysQuery)
         async with request_session(request, runtime) as session:

@@ -119,7 +119,13 @@ class Verifier:
     async def verify(
         self, key: str, *, now: datetime | None = None, actor: Actor | None = None
     ) -> Verdict:
-        """The verdict on a key string; a valid use is recorded for ``lastUsedAt``."""
+        """The verdict on a key string.
+
+        A valid verdict does not record the use for ``lastUsedAt``: the caller
+        does (``mark_used``) once the use passed the key's scopes and
+        restrictions too, so a refused use (``ip_not_allowed``,
+        ``insufficient_scope``, ...) does not show as the key's last use
+        (review r15)."""
         if not key or len(key) > MAX_KEY_LENGTH:
             return Verdict("not_found")
         runtime = self.runtime
@@ -146,8 +152,11 @@ class Verifier:
             if not record.expiry_recorded:
                 await self._record_expiry(record, key_hash, actor)
             return Verdict("expired", record)
-        runtime.last_used.touch(record.id, now)
         return Verdict("valid", record)
+
+    def mark_used(self, key_id: str) -> None:
+        """Record a use that passed, for ``lastUsedAt`` (written behind: ``LastUsed``)."""
+        self.runtime.last_used.touch(key_id, utcnow())
 
     async def authenticate(self, key: str, *, actor: Actor | None = None) -> Caller:
         """The caller a key string stands for, or the 401 that says why not."""
@@ -291,6 +300,9 @@ async def verify_key(
         if refused is not None:
             out = {"valid": False, "code": refused[0], "reason": refused[1]}
         else:
+            # Passed its scopes and restrictions: a use, whatever the plan's
+            # limits answer next (as on the account API, where they come after).
+            runtime.last_used.touch(record.id, utcnow())
             # A verification counts against the account's plan, like an API call.
             admission = await runtime.limiter.admit(
                 record.account_id, record.id, record.plan, utcnow()
