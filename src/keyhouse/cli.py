@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
@@ -153,8 +152,8 @@ def fail(code: str, message: str, fix: str | None = None) -> NoReturn:
 
 
 # A fix written for the API names its routes ("GET /keys", "?force=true"): the
-# CLI says which command to run instead, or nothing.
-_HTTP_HINT = re.compile(r"\b(?:GET|POST|PATCH|PUT|DELETE) /|\?[A-Za-z]+=|/docs\b")
+# CLI says which command to run instead (CLI_FIXES, a command's own table, or
+# _ROUTE_COMMANDS below), else keeps the API's words.
 
 # The CLI's own fix for each API error a command can meet (text, or made from
 # the error); a command adds or overrides by class (the most specific class wins).
@@ -181,15 +180,34 @@ CLI_FIXES: dict[type[errors.KeyhouseError], Fix] = {
 Fixes = Mapping[type[errors.KeyhouseError], Fix]
 
 
+# The API's routes a fix may name, in the CLI's words (review r15: a fix that
+# named one was dropped, and `scopes set` with 'keys:foo' said what was wrong
+# but not what to do).
+_ROUTE_COMMANDS = (
+    ("GET /admin/scopes", "`keyhouse scopes list`"),
+    ("PUT /admin/scopes", "`keyhouse scopes set FILE.json`"),
+    ("GET /keys", "`keyhouse key list --account ACCOUNT_ID`"),
+    ("GET /environments", "`keyhouse environment list --account ACCOUNT_ID`"),
+    ("GET /events", "`keyhouse events --account ACCOUNT_ID`"),
+    ("GET /admin/accounts", "`keyhouse account list`"),
+)
+
+
 def _cli_fix(exc: errors.KeyhouseError, fixes: Fixes) -> str | None:
+    """The fix the CLI prints for an API error: its own where it has one, else the
+    API's, with the routes it names put as commands. Never dropped: an error
+    that has a fix keeps one."""
     for cls in type(exc).__mro__:
         for table in (fixes, CLI_FIXES):
             if cls in table:
                 fix = table[cls]
                 return fix if isinstance(fix, str) else fix(exc)
-    if exc.fix and not _HTTP_HINT.search(exc.fix):
-        return exc.fix
-    return None
+    if not exc.fix:
+        return None
+    fix = exc.fix
+    for route, command in _ROUTE_COMMANDS:
+        fix = fix.replace(route, command)
+    return fix
 
 
 def _settings() -> Settings:
@@ -337,7 +355,11 @@ def _validated(model: type[BaseModel], data: dict[str, Any], flags: Mapping[str,
         err = exc.errors()[0]
         member = str(err["loc"][0]) if err["loc"] else ""
         message = str(err["msg"]).removeprefix("Value error, ")
-        fail("validation_error", f"{flags.get(member, member)}: {message}")
+        fail(
+            "validation_error",
+            f"{flags.get(member, member)}: {message}",
+            "see the command's --help for its options",
+        )
 
 
 # -- output -------------------------------------------------------------------------
@@ -845,7 +867,11 @@ def _limit_value(raw: str, flag: str) -> int | str | None:
     try:
         return int(raw)
     except ValueError:
-        fail("validation_error", f"{flag} is an integer or 'unlimited'")
+        fail(
+            "validation_error",
+            f"{flag} is an integer or 'unlimited'",
+            f"write e.g. {flag} 1000, or {flag} unlimited",
+        )
 
 
 @account_app.command("limits")
@@ -1097,9 +1123,11 @@ def _restrictions_option(
         for given in attributes:
             name, equals, value = given.partition("=")
             if not equals or not name or not value:
+                # The value is not echoed: a mistyped option may hold a key.
                 fail(
                     "validation_error",
-                    "--attribute: write NAME=VALUE, e.g. --attribute senderDomain=acme.com",
+                    "--attribute is NAME=VALUE, with both parts.",
+                    "write e.g. --attribute senderDomain=acme.com (repeat it for more values)",
                 )
             values.setdefault(name, []).append(value)
         out["attributes"] = values
@@ -1113,9 +1141,7 @@ def _restriction_fix(exc: errors.KeyhouseError) -> str:
             "`keyhouse scopes list` shows the declared scopes and attributes; declare more "
             "with `keyhouse scopes set FILE.json`"
         )
-    if exc.fix and not _HTTP_HINT.search(exc.fix):
-        return exc.fix
-    return "see `keyhouse key create --help`"
+    return _cli_fix(exc, {}) or "see `keyhouse key create --help`"
 
 
 @key_app.command("list")
@@ -1136,7 +1162,7 @@ def key_list(
         await AccountService(session, runtime).get(account)
         # --json is exactly GET /keys; the table masks unless asked.
         return await KeyService(session, runtime).list_objects(
-            account, reveal=None if as_json else reveal
+            account, reveal=None if as_json else reveal, viewer=None
         )
 
     keys = with_session(settings, work)
@@ -1168,7 +1194,7 @@ def key_revoke(
     async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.revoke(None, key_id, force=force, actor=CLI)
-        return key_object(runtime, row)
+        return key_object(runtime, row, viewer=None)
 
     result = with_session(settings, work)
     if as_json:
@@ -1226,7 +1252,7 @@ def key_rename(
     async def work(session: DbSession, runtime: Runtime) -> dict[str, Any]:
         service = KeyService(session, runtime)
         row = await service.rename(None, key_id, body.name, actor=CLI)
-        return key_object(runtime, row)
+        return key_object(runtime, row, viewer=None)
 
     result = with_session(settings, work)
     if as_json:

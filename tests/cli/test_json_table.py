@@ -122,6 +122,15 @@ def seed(tmp_path: Path) -> Seeded:
     rolling = keyhouse(
         data, "key", "create", "--account", account, "--name", "r", "--type", "public", "--json"
     ).json()["id"]
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(
+        json.dumps(
+            {
+                "scopes": [{"name": "messages:send", "description": "Send messages."}],
+                "attributes": [{"name": "senderDomain", "description": "The sending domain."}],
+            }
+        )
+    )
     return Seeded(data, account, created.json()["keyId"], environment, spare, rolling)
 
 
@@ -152,13 +161,16 @@ COMMANDS: dict[str, tuple[Args, str | None]] = {
     "events": (lambda s: ["events", "--account", s.account, "--limit", "2"], None),
     "admin-token": (lambda s: ["admin-token"], None),
     "key reencrypt": (lambda s: ["key", "reencrypt"], None),
+    "scopes set": (lambda s: ["scopes", "set", str(s.data.parent / "catalog.json")], None),
+    "scopes list": (lambda s: ["scopes", "list"], None),
 }
 
 
 def command_words(command: str) -> str:
     words = []
     for word in command.split()[1:]:
-        if word.startswith(("-", "[")) or word.isupper():
+        # An argument is written in capitals: ID, NAME, FILE.json.
+        if word.startswith(("-", "[")) or word[:1].isupper():
             break
         words.append(word)
     return " ".join(words)

@@ -285,6 +285,32 @@ class TestErrors:
         assert "--account" in error["message"]
         assert error["fix"] == "see `keyhouse key create --help`"
 
+    def test_every_json_error_keeps_its_fix(self, seeded: Seeded, tmp_path: Any) -> None:
+        """Review r15: a bad --attribute and 'keys:foo' in `scopes set` failed with no
+        fix (the CLI's own failure had none; the API's fix named a route and was
+        dropped). A fix that names a route the CLI has a command for says the command."""
+        acc = seeded.account.account_id
+        catalog = tmp_path / "catalog.json"
+        catalog.write_text('{"scopes": [{"name": "keys:foo", "description": "x"}]}')
+        cases = [
+            (["scopes", "set", str(catalog)], "`keyhouse scopes list`"),
+            (
+                [
+                    *("key", "create", "--account", acc, "--name", "x", "--type", "secret"),
+                    *("--attribute", "senderDomain"),
+                ],
+                "--attribute senderDomain=acme.com",
+            ),
+            (["account", "limits", acc, "--max-keys", "many"], "--max-keys unlimited"),
+        ]
+        for args, hint in cases:
+            result = cli(seeded, *args, "--json")
+            assert result.code == 1, args
+            error = json.loads(result.err)["error"]
+            assert error["code"] == "validation_error", args
+            assert hint in error.get("fix", ""), (args, error)
+            assert not HTTP_HINT.search(error["fix"]), error
+
     def test_fixes_name_cli_commands_not_http_routes(self, seeded: Seeded) -> None:
         data_dir = seeded.settings.data_dir
         acc = seeded.account.account_id

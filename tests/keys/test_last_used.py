@@ -18,7 +18,7 @@ from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.db.engine import Database
 from keyhouse.keys.last_used import LastUsed
-from keyhouse.keys.verify import Verifier
+from keyhouse.keys.verify import verify_key
 from keyhouse.models import ApiKey
 from keyhouse.runtime import Runtime
 from tests.factories import create_account, create_key
@@ -33,13 +33,61 @@ async def stored_last_used(runtime: Runtime, key_id: str) -> datetime | None:
     return value
 
 
+async def test_only_uses_that_pass_mark_last_used(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Review r15: a use refused after authentication (its IP allowlist, its
+    scopes; on POST /verify and on the API) set lastUsedAt as if it had passed."""
+    acc = await create_account(runtime)
+    admin = {"Authorization": f"Bearer {runtime.admin_tokens.first}"}
+
+    async def make(**body: object) -> tuple[str, str]:
+        resp = await client.post(
+            "/keys", headers=acc.auth, json={"name": "k", "keyType": "secret", **body}
+        )
+        assert resp.status_code == 201, resp.text
+        return resp.json()["id"], resp.json()["key"]
+
+    def pending(key_id: str) -> datetime | None:
+        return runtime.last_used.pending_lookup()(key_id)
+
+    fenced_id, fenced = await make(restrictions={"ipAllowlist": ["203.0.113.0/24"]})
+    reader_id, reader = await make(scopes=["keys:read"])
+    for body in ({"key": fenced, "ip": "198.51.100.7"}, {"key": fenced}):
+        answer = (await client.post("/verify", headers=admin, json=body)).json()
+        assert answer["code"] == "ip_not_allowed"
+    refused = await client.get("/keys", headers={"Authorization": f"Bearer {fenced}"})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "ip_not_allowed"
+    answer = (
+        await client.post("/verify", headers=admin, json={"key": reader, "scopes": ["keys:write"]})
+    ).json()
+    assert answer["code"] == "insufficient_scope"
+    for method, path in (("GET", "/environments"), ("GET", "/account"), ("GET", "/events")):
+        resp = await client.request(method, path, headers={"Authorization": f"Bearer {reader}"})
+        assert resp.status_code == 403, path
+        assert resp.json()["error"]["code"] == "insufficient_scope", path
+    assert pending(fenced_id) is None
+    assert pending(reader_id) is None
+    await runtime.last_used.flush(runtime.db)
+    assert await stored_last_used(runtime, fenced_id) is None
+    assert await stored_last_used(runtime, reader_id) is None
+    listed = (await client.get("/keys", headers=acc.auth)).json()["keys"]
+    assert all("lastUsedAt" not in k for k in listed if k["id"] in (fenced_id, reader_id))
+    # A use that passes marks it, on both paths.
+    ok = await client.post("/verify", headers=admin, json={"key": fenced, "ip": "203.0.113.7"})
+    assert ok.json()["valid"] is True
+    assert pending(fenced_id) is not None
+    assert (await client.get("/keys", headers={"Authorization": f"Bearer {reader}"})).is_success
+    assert pending(reader_id) is not None
+
+
 async def test_many_uses_are_one_write_per_key(runtime: Runtime) -> None:
     acc = await create_account(runtime)
     keys = [await create_key(runtime, acc.account_id) for _ in range(3)]
-    verifier = Verifier(runtime)
     for _ in range(50):
         for issued in keys:
-            assert (await verifier.verify(issued.plaintext)).valid
+            assert (await verify_key(runtime, issued.plaintext, None))["valid"]
     before = runtime.last_used.rows_written
     sent = await runtime.last_used.flush(runtime.db)
     assert sent == 3
@@ -84,7 +132,7 @@ async def test_graceful_shutdown_flushes_pending_uses(
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
         acc = await create_account(runtime)
-        assert (await Verifier(runtime).verify(acc.key)).valid
+        assert (await verify_key(runtime, acc.key, None))["valid"]
         assert await stored_last_used(runtime, acc.key_id) is None
     after = create_app(settings)
     async with after.router.lifespan_context(after):
@@ -98,7 +146,7 @@ async def test_flush_loop_writes_without_shutdown(
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
         acc = await create_account(runtime)
-        assert (await Verifier(runtime).verify(acc.key)).valid
+        assert (await verify_key(runtime, acc.key, None))["valid"]
         # Poll (bounded) for the background flush, instead of sleeping a guess.
         for _ in range(500):
             if await stored_last_used(runtime, acc.key_id) is not None:

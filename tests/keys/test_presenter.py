@@ -41,7 +41,7 @@ class TestRevealPolicy:
         issued = await create_key(runtime, account.account_id, key_type="secret")
         async with runtime.db.session(write=False) as session:
             row = await KeyService(session, runtime).get(account.account_id, issued.row.id)
-            shown = key_object(runtime, row)["key"]
+            shown = key_object(runtime, row, viewer=None)["key"]
         revealed = shown == issued.plaintext  # a boolean first: pytest would print the keys
         assert revealed is runtime.settings.list_reveals_keys
 
@@ -50,16 +50,16 @@ class TestRevealPolicy:
         issued = await create_key(runtime, account.account_id, key_type="public")
         async with runtime.db.session(write=False) as session:
             row = await KeyService(session, runtime).get(account.account_id, issued.row.id)
-            expect_same_key(key_object(runtime, row)["key"], issued.plaintext)
+            expect_same_key(key_object(runtime, row, viewer=None)["key"], issued.plaintext)
 
     async def test_a_listing_follows_the_setting_unless_told(self, runtime: Runtime) -> None:
         account = await create_account(runtime)
         issued = await create_key(runtime, account.account_id, key_type="secret", name="one")
         async with runtime.db.session(write=False) as session:
             service = KeyService(session, runtime)
-            listed = await service.list_objects(account.account_id)
+            listed = await service.list_objects(account.account_id, viewer=None)
             rows = await service.repo.list(account.account_id)
-            told = key_objects(runtime, account.account_id, rows, reveal=True)
+            told = key_objects(runtime, account.account_id, rows, reveal=True, viewer=None)
         [shown] = [k["key"] for k in listed if k["id"] == issued.row.id]
         revealed = shown == issued.plaintext
         assert revealed is runtime.settings.list_reveals_keys
@@ -71,6 +71,6 @@ class TestRevealPolicy:
         issued = await create_key(runtime, account.account_id, key_type="secret")
         async with runtime.db.session(write=False) as session:
             row = await KeyService(session, runtime).get(account.account_id, issued.row.id)
-            shown = key_object(runtime, row)["key"]
+            shown = key_object(runtime, row, viewer=None)["key"]
         if not runtime.settings.list_reveals_keys:
             expect_same_key(shown, mask(issued.plaintext))

@@ -140,6 +140,9 @@ class TestCreate:
             ({"scopes": ["billing:*"]}, "billing:*"),
             ({"restrictions": {"ipAllowlist": ["203.0.113.5/24"]}}, "ipAllowlist[0]"),
             ({"restrictions": {"ipAllowlist": ["not a network"]}}, "ipAllowlist[0]"),
+            # Review r15: zone ids were stored and shown as written.
+            ({"restrictions": {"ipAllowlist": ["fe80::1%eth0/128"]}}, "zone id"),
+            ({"restrictions": {"ipAllowlist": ["2001:db8::%zz/32"]}}, "zone id"),
             ({"restrictions": {"allowedOrigins": ["https://app.example.com"]}}, "public"),
             ({"restrictions": {"attributes": {"region": ["eu"]}}}, "region"),
         ],

@@ -622,7 +622,7 @@ class TestListObjects:
         async with runtime.db.session(write=False) as session:
             service = KeyService(session, runtime)
             for filters, expected in cases:
-                listed = await service.list_objects(acc.account_id, **filters)
+                listed = await service.list_objects(acc.account_id, **filters, viewer=None)
                 assert [o["id"] for o in listed] == expected, filters
 
     @pytest.mark.parametrize(
@@ -648,7 +648,9 @@ class TestListObjects:
         acc = await create_account(runtime)
         public = await create_key(runtime, acc.account_id, key_type="public")
         async with runtime.db.session(write=False) as session:
-            listed = await KeyService(session, runtime).list_objects(acc.account_id, reveal=reveal)
+            listed = await KeyService(session, runtime).list_objects(
+                acc.account_id, reveal=reveal, viewer=None
+            )
         shown = {o["id"]: o["key"] for o in listed}
         # Public keys are meant for client-side code: always in full.
         expect_same_key(shown[public.row.id], public.plaintext)

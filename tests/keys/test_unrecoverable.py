@@ -260,7 +260,7 @@ class TestNothingElseNeedsThePlaintext:
             row = await KeyService(session, runtime).revoke(
                 None, lost.row.id, force=True, actor=CLI
             )
-            obj = key_object(runtime, row)
+            obj = key_object(runtime, row, viewer=None)
         expect_masked(obj, runtime, lost)
         assert obj["revoked"] is True
 

@@ -104,6 +104,21 @@ class TestRefusals:
         )
         assert body["code"] == "valid"
 
+    async def test_an_ip_with_a_zone_id_is_not_an_address_and_not_echoed(
+        self, client: httpx.AsyncClient, runtime: Runtime, acc: AccountWithKey
+    ) -> None:
+        """Review r15: ``fe80::1%eth0`` passed the schema (ipaddress takes zones) and
+        the reason repeated it as written, zone and all: text the caller chose."""
+        lan = await create(client, acc.auth, restrictions={"ipAllowlist": ["fe80::/10"]})
+        for zone in ("eth0", "zz<script>", "sk_live_notakey\n"):
+            body = await verify(client, runtime, key=lan["key"], ip=f"fe80::1%{zone}")
+            assert body["code"] == "ip_not_allowed"
+            assert zone not in body["reason"]
+            assert body["reason"].startswith("fe80::1 (with a zone id")
+        assert (await verify(client, runtime, key=lan["key"], ip="fe80::1"))["valid"] is True
+        # An unrestricted key does not look at the ip.
+        assert (await verify(client, runtime, key=acc.key, ip="fe80::1%eth0"))["valid"] is True
+
     async def test_attributes_the_key_does_not_restrict_pass(
         self, client: httpx.AsyncClient, runtime: Runtime, sender: dict[str, Any]
     ) -> None:

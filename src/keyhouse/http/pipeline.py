@@ -101,6 +101,7 @@ __all__ = [
     "get_runtime",
     "get_secret_caller",
     "get_verify_actor",
+    "mark_used",
     "may_verify",
     "metered_call",
     "read_body",
@@ -266,6 +267,7 @@ async def get_forward_caller(request: Request, runtime: RuntimeDep) -> Caller:
     token = forward_credential(request, runtime)
     caller = await authenticate_token(request, runtime, token, name_verify_tokens=False)
     check_forwarded_restrictions(request, caller)
+    mark_used(runtime, caller)
     return caller
 
 
@@ -371,6 +373,16 @@ def check_scope(caller: Caller, scope: str) -> None:
         raise errors.InsufficientScope(scope)
 
 
+def mark_used(runtime: Runtime, caller: Caller) -> None:
+    """The key's use passed authentication, its restrictions and its scope: record it
+    for ``lastUsedAt``. Only here (and in ``POST /verify`` once its checks pass), so a
+    use refused after authentication (``ip_not_allowed``, ``insufficient_scope``,
+    ``secret_key_in_browser``, a public key on a management route) leaves
+    ``lastUsedAt`` as it was (review r15). The plan's limits come after: a 402/429
+    is still a use of the key, as it always was."""
+    Verifier(runtime).mark_used(caller.key_id)
+
+
 def require_scope(scope: str) -> Any:
     """A route dependency: the calling key needs the built-in ``scope`` (``keys:read``,
     ...). In a route's ``dependencies=[...]`` first, so it runs before metering and
@@ -378,8 +390,9 @@ def require_scope(scope: str) -> Any:
     if scope not in BUILTIN_SCOPES:
         raise ValueError(f"{scope!r} is not one of keyhouse's built-in scopes")
 
-    async def scoped(caller: SecretCallerDep) -> None:
+    async def scoped(caller: SecretCallerDep, runtime: RuntimeDep) -> None:
         check_scope(caller, scope)
+        mark_used(runtime, caller)
 
     scoped.__name__ = scoped.__qualname__ = f"require_scope[{scope}]"
     return Depends(scoped)

@@ -61,6 +61,7 @@ async def admin_list_keys(
         environment_id=query.environmentId,
         key_type=query.keyType,
         revoked=query.revoked,
+        viewer=None,  # the operator: as KEYHOUSE_LIST_REVEALS_KEYS says
     )
     return JSONResponse({"keys": objects})
 
@@ -109,7 +110,7 @@ async def admin_get_key(
 ) -> JSONResponse:
     """One key of any account, by id (`accountId` says whose). Needs an admin token."""
     row = await KeyService(session, runtime).get(None, key_id)
-    return JSONResponse(key_object(runtime, row))
+    return JSONResponse(key_object(runtime, row, viewer=None))
 
 
 @router.patch(
@@ -129,7 +130,7 @@ async def admin_rename_key(
     `PATCH /keys/{key_id}` does; the operator may widen them too. Needs an
     admin token."""
     row = await KeyService(session, runtime).update(None, key_id, **body.changes(), actor=actor)
-    return JSONResponse(key_object(runtime, row))
+    return JSONResponse(key_object(runtime, row, viewer=None))
 
 
 @router.post(
@@ -152,7 +153,7 @@ async def admin_revoke_key(
     (idempotent; the account's last active account-wide secret key needs
     `force=true`, else `409 last_secret_key`). Needs an admin token."""
     row = await KeyService(session, runtime).revoke(None, key_id, force=force, actor=actor)
-    return JSONResponse(key_object(runtime, row))
+    return JSONResponse(key_object(runtime, row, viewer=None))
 
 
 @router.post(

@@ -27,6 +27,7 @@ from keyhouse.http.pipeline import (
     get_runtime,
     get_secret_caller,
     get_verify_actor,
+    mark_used,
     metered_call,
     read_body,
     read_query,
@@ -69,6 +70,7 @@ async def _list_keys(request: Request) -> Response:
     runtime = await get_runtime(request)
     caller = await get_secret_caller(request, await get_caller(request, runtime))
     check_scope(caller, "keys:read")  # KEYS_READ, which the solver would run
+    mark_used(runtime, caller)
     async with metered_call(request, caller, runtime) as caller:
         query = read_query(request, ListKeysQuery)
         async with request_session(request, runtime) as session:
@@ -140,6 +142,7 @@ async def list_keys(
         environment_id=query.environmentId,
         key_type=query.keyType,
         revoked=query.revoked,
+        viewer=caller,
     )
     return JSONResponse({"keys": objects})
 
@@ -199,7 +202,7 @@ async def get_key(
     Needs the scope `keys:read`."""
     service = KeyService(session, runtime)
     row = await service.get(caller.account_id, key_id, scope_environment_id=caller.environment_id)
-    return JSONResponse(key_object(runtime, row))
+    return JSONResponse(key_object(runtime, row, viewer=caller))
 
 
 @router.post(
@@ -234,7 +237,7 @@ async def revoke_key(
         force=force,
         actor=actor,
     )
-    return JSONResponse(key_object(runtime, row))
+    return JSONResponse(key_object(runtime, row, viewer=caller))
 
 
 @router.patch(
@@ -270,7 +273,7 @@ async def rename_key(
         caller=caller,
         actor=actor,
     )
-    return JSONResponse(key_object(runtime, row))
+    return JSONResponse(key_object(runtime, row, viewer=caller))
 
 
 @router.post(

@@ -7,7 +7,15 @@ One rule decides whether ``key`` carries the full key string:
 * a read of an existing key (list, get, revoke, rename) shows it in full
   unless the operator set ``KEYHOUSE_LIST_REVEALS_KEYS=false``; then secret
   keys are masked (``sk_…Ab12``) and public keys, which only verify, stay
-  full.
+  full;
+* whatever that setting, a restricted caller (a key with ``scopes`` or
+  ``restrictions``: the ``viewer``) sees an existing secret key in full only
+  when that key is within its own power (``restrictions.escalation`` finds
+  nothing wider, the same test that refuses it making a wider key). Review
+  r15 found a ``keys:read`` key listing the account's unrestricted secret key,
+  and a ``keys:write`` key reading it from a no-op PATCH: reading a wider key
+  is the same escalation as creating one. A key it just issued is within its
+  power by that rule already (create and roll refuse otherwise).
 
 A key whose ciphertext cannot be decrypted (its encryption key is no
 longer in ``KEYHOUSE_ENCRYPTION_KEYS``, or the ciphertext is damaged) is
@@ -19,18 +27,23 @@ needs its plaintext: revoking, rolling, renaming and verifying (by hash) work
 the same for it.
 
 Endpoints and the CLI call ``issued_key_object`` or ``key_object``/
-``key_objects``; none of them passes the reveal flag itself.
+``key_objects`` with the ``viewer`` (the calling key; None for the operator,
+an admin token and the CLI); none of them passes the reveal flag itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyhouse.keys.repository import KeyView
+from keyhouse.keys.restrictions import Restrictions, escalation
 from keyhouse.logs import get_logger
 from keyhouse.runtime import Runtime
 from keyhouse.timeutil import format_stored_ts, format_ts
+
+if TYPE_CHECKING:
+    from keyhouse.keys.verify import Caller
 
 __all__ = ["issued_key_object", "key_object", "key_objects", "reveals_existing_keys"]
 
@@ -52,12 +65,32 @@ def issued_key_object(runtime: Runtime, row: KeyView) -> dict[str, Any]:
     return _object(runtime, row, reveal=True)
 
 
-def key_object(runtime: Runtime, row: KeyView) -> dict[str, Any]:
-    """An existing key, revealed as the operator configured."""
-    return _object(runtime, row, reveal=reveals_existing_keys(runtime))
+def key_object(runtime: Runtime, row: KeyView, *, viewer: Caller | None) -> dict[str, Any]:
+    """An existing key, revealed as the operator configured and ``viewer`` may see."""
+    return _object(runtime, row, reveal=reveals_existing_keys(runtime), viewer=viewer)
 
 
-def _object(runtime: Runtime, row: KeyView, *, reveal: bool) -> dict[str, Any]:
+def _restricted(viewer: Caller | None) -> bool:
+    return viewer is not None and (viewer.scopes is not None or viewer.restrictions is not None)
+
+
+def _within(viewer: Caller, scopes: Sequence[str] | None, restrictions: Any) -> bool:
+    """Whether a key with ``scopes``/``restrictions`` (stored shapes) can do no
+    more than ``viewer``: the rule that lets a restricted caller see it in full."""
+    return (
+        escalation(
+            None if scopes is None else tuple(scopes),
+            Restrictions.from_json(restrictions),
+            viewer.scopes,
+            viewer.restrictions,
+        )
+        is None
+    )
+
+
+def _object(
+    runtime: Runtime, row: KeyView, *, reveal: bool, viewer: Caller | None = None
+) -> dict[str, Any]:
     # One way to build a key object: the listing's, fed this row's columns.
     columns = (
         row.id,
@@ -74,7 +107,7 @@ def _object(runtime: Runtime, row: KeyView, *, reveal: bool) -> dict[str, Any]:
         row.scopes,
         row.restrictions,
     )
-    return key_objects(runtime, row.account_id, [columns], reveal=reveal)[0]
+    return key_objects(runtime, row.account_id, [columns], reveal=reveal, viewer=viewer)[0]
 
 
 def key_objects(
@@ -82,13 +115,16 @@ def key_objects(
     account_id: str,
     rows: Sequence[Sequence[Any]],
     *,
+    viewer: Caller | None,
     reveal: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Key objects of one account from rows in _VIEW_COLUMNS' order (keys/repository.py).
 
     ``reveal`` None: existing keys, as the operator configured; the CLI's
-    table passes its ``--reveal`` choice. Optional members are left out,
-    never null.
+    table passes its ``--reveal`` choice. ``viewer``: the calling key (None:
+    the operator); a restricted one sees in full only the secret keys within
+    its own power (the module's rule). Optional members are left out, never
+    null.
 
     The per-key work of a listing (10,000 keys: most of a request), as
     one loop with local names. The key strings are decrypted first, in
@@ -99,16 +135,24 @@ def key_objects(
         reveal = reveals_existing_keys(runtime)
     # Unpacked by position in _VIEW_COLUMNS' order: reading a Row by
     # attribute name cost ~0.3 us a member, most of the per-key time.
+    # Which rows are shown in full, decided here for every answer: public
+    # keys always; secret keys when revealing, and for a restricted viewer
+    # only those within its power (the escalation test runs only then).
+    if reveal and _restricted(viewer):
+        assert viewer is not None
+        full = [row[2] == "public" or _within(viewer, row[11], row[12]) for row in rows]
+    else:
+        full = [reveal or row[2] == "public" for row in rows]
     plain = iter(
         runtime.keyring.decrypt_each(
-            (row[5], row[4], row[0]) for row in rows if reveal or row[2] == "public"
+            (row[5], row[4], row[0]) for row, shows in zip(rows, full, strict=True) if shows
         )
     )
     unrecoverable: list[tuple[str, str]] = []
     pending_of = runtime.last_used.pending_lookup()
     stamp = format_stored_ts
     out = []
-    for (
+    for shows, (
         key_id,
         environment_id,
         key_type,
@@ -122,8 +166,8 @@ def key_objects(
         expires_at,
         scopes,
         restrictions,
-    ) in rows:
-        shown = next(plain) if reveal or key_type == "public" else key_hint
+    ) in zip(full, rows, strict=True):
+        shown = next(plain) if shows else key_hint
         obj: dict[str, Any] = {
             "id": key_id,
             "key": key_hint if shown is None else shown,

@@ -35,7 +35,10 @@ Rules (each is a decision; the tests in tests/keys/test_restrictions.py hold the
   ``ip`` or ``origin`` (fail closed: a platform that forgot to pass
   ``senderDomain`` on its send path must not let the key send from anywhere).
 - Fail closed: a restriction with no value to check (``ip`` or ``origin``
-  absent or unparsable) refuses.
+  absent or unparsable) refuses. An IPv6 zone id (``fe80::1%eth0``) is not
+  part of an address: refused in an allowlist (400), and an ``ip`` with one is
+  not an address (review r15: both were stored and echoed as written, text a
+  caller chose).
 
 Error messages never echo a value that does not have the shape asked for: a
 field that is wrong may hold a pasted key.
@@ -72,6 +75,7 @@ __all__ = [
     "parse_restrictions",
     "parse_scopes",
     "scope_resource",
+    "shown_address",
 ]
 
 # keyhouse's own account API; the key routes map onto these.
@@ -263,10 +267,46 @@ def parse_scopes(values: Sequence[str], catalog: Collection[str]) -> tuple[str, 
     return tuple(sorted(out))
 
 
+def _zone_free(value: str) -> str | None:
+    """``value`` (an address or CIDR with a ``%zone``) without its zone, in
+    ipaddress's canonical text, or None when what remains is not one: the only
+    form of it an error or a reason may show."""
+    address, _, rest = value.partition("%")
+    _, slash, prefix = rest.partition("/")
+    try:
+        if slash:
+            return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
+def shown_address(ip: str) -> str:
+    """An ``ip`` as a refusal's reason may show it: as given when it is an address
+    without a zone (the request's schema checked that it parses), else its
+    address part without the zone, or ``"the ip given"``. Never the zone: it
+    is any text the caller chose (``ipaddress`` takes ``%`` and anything after)."""
+    if "%" not in ip:
+        return ip
+    bare = _zone_free(ip)
+    return "the ip given" if bare is None else f"{bare} (with a zone id, which is not an address)"
+
+
 def _parse_network(value: object, index: int) -> Network:
     where = f"restrictions.ipAllowlist[{index}]"
     if not isinstance(value, str) or len(value) > 64:
         raise _bad(where, "is not a CIDR.", "write e.g. '203.0.113.0/24' or '2001:db8::/32'.")
+    if "%" in value:
+        # ipaddress takes "fe80::1%eth0/128" and keeps the zone in the network's
+        # text: stored and shown as written, and meaningless across hosts.
+        bare = _zone_free(value)
+        raise _bad(
+            where,
+            "has an IPv6 zone id (%...), which an allowlist cannot hold.",
+            f"write the network without it, '{bare}'."
+            if bare is not None
+            else "write the network without it, e.g. '2001:db8::/32'.",
+        )
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError:

@@ -382,11 +382,13 @@ class KeyService:
         key_type: KeyType | None = None,
         revoked: bool | None = None,
         reveal: bool | None = None,
+        viewer: Caller | None,
     ) -> list[dict[str, Any]]:
         """The account's key objects, newest first (``GET /keys``).
 
         A scoped caller sees only its environment. ``reveal`` None: as
-        ``keys.presenter`` decides for existing keys.
+        ``keys.presenter`` decides for existing keys; ``viewer`` (the calling
+        key, None for the operator) as ``keys.presenter.key_objects`` takes it.
         """
         if scope_environment_id is not None:
             if environment_id is not None and environment_id != scope_environment_id:
@@ -395,7 +397,7 @@ class KeyService:
         rows = await self.repo.list(
             account_id, environment_id=environment_id, key_type=key_type, revoked=revoked
         )
-        return key_objects(self.runtime, account_id, rows, reveal=reveal)
+        return key_objects(self.runtime, account_id, rows, reveal=reveal, viewer=viewer)
 
     async def get(
         self, account_id: str | None, key_id: str, *, scope_environment_id: str | None = None

@@ -36,6 +36,7 @@ from keyhouse.keys.restrictions import (
     ip_allowed,
     missing_scopes,
     origin_allowed,
+    shown_address,
 )
 from keyhouse.limits.plan import Plan
 from keyhouse.limits.service import usage_object
@@ -118,7 +119,13 @@ class Verifier:
     async def verify(
         self, key: str, *, now: datetime | None = None, actor: Actor | None = None
     ) -> Verdict:
-        """The verdict on a key string; a valid use is recorded for ``lastUsedAt``."""
+        """The verdict on a key string.
+
+        A valid verdict does not record the use for ``lastUsedAt``: the caller
+        does (``mark_used``) once the use passed the key's scopes and
+        restrictions too, so a refused use (``ip_not_allowed``,
+        ``insufficient_scope``, ...) does not show as the key's last use
+        (review r15)."""
         if not key or len(key) > MAX_KEY_LENGTH:
             return Verdict("not_found")
         runtime = self.runtime
@@ -145,8 +152,11 @@ class Verifier:
             if not record.expiry_recorded:
                 await self._record_expiry(record, key_hash, actor)
             return Verdict("expired", record)
-        runtime.last_used.touch(record.id, now)
         return Verdict("valid", record)
+
+    def mark_used(self, key_id: str) -> None:
+        """Record a use that passed, for ``lastUsedAt`` (written behind: ``LastUsed``)."""
+        self.runtime.last_used.touch(key_id, utcnow())
 
     async def authenticate(self, key: str, *, actor: Actor | None = None) -> Caller:
         """The caller a key string stands for, or the 401 that says why not."""
@@ -228,7 +238,8 @@ def refusal(record: KeyRecord, asked: Requirements) -> tuple[str, str] | None:
     closed: a key with the restriction, verified without the value, is
     refused), the scopes asked for, then its attributes. Reasons name what
     failed; they repeat no value of the request but an IP address (checked
-    to be one by the request's schema) and scope names.
+    to be one by the request's schema; without its zone id, if it has one:
+    ``shown_address``) and scope names.
     """
     if asked.origin is not None and record.refuse_browsers and record.key_type == "secret":
         return (
@@ -241,7 +252,7 @@ def refusal(record: KeyRecord, asked: Requirements) -> tuple[str, str] | None:
         if not ip_allowed(restrictions, asked.ip):
             if asked.ip is None:
                 return "ip_not_allowed", "The key has an ipAllowlist and no ip was given."
-            return "ip_not_allowed", f"{asked.ip} is not in the key's ipAllowlist."
+            return "ip_not_allowed", f"{shown_address(asked.ip)} is not in the key's ipAllowlist."
         if not origin_allowed(restrictions, asked.origin):
             if asked.origin is None:
                 return "origin_not_allowed", "The key has allowedOrigins and no origin was given."
@@ -289,6 +300,9 @@ async def verify_key(
         if refused is not None:
             out = {"valid": False, "code": refused[0], "reason": refused[1]}
         else:
+            # Passed its scopes and restrictions: a use, whatever the plan's
+            # limits answer next (as on the account API, where they come after).
+            runtime.last_used.touch(record.id, utcnow())
             # A verification counts against the account's plan, like an API call.
             admission = await runtime.limiter.admit(
                 record.account_id, record.id, record.plan, utcnow()

@@ -26,7 +26,7 @@ import email.utils
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
@@ -42,6 +42,7 @@ from keyhouse_client._models import (
     CreatedAccount,
     Environment,
     EventPage,
+    KeyRestrictions,
     KeyType,
     LimitsUpdate,
     VerifyResult,
@@ -266,6 +267,27 @@ def _environments(body: Any) -> list[Environment]:
     return [Environment.from_json(e) for e in body["environments"]]
 
 
+def verify_options(
+    scopes: Sequence[str] | None,
+    ip: str | None,
+    origin: str | None,
+    attributes: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """``POST /verify``'s optional members, only those given."""
+    body: dict[str, Any] = {}
+    if scopes is not None:
+        if isinstance(scopes, str):
+            raise TypeError("scopes is a list of scope names, not one string")
+        body["scopes"] = list(scopes)
+    if ip is not None:
+        body["ip"] = ip
+    if origin is not None:
+        body["origin"] = origin
+    if attributes is not None:
+        body["attributes"] = dict(attributes)
+    return body
+
+
 def verify(key: str, options: dict[str, Any]) -> Call[VerifyResult]:
     return Call("POST", "/verify", VerifyResult.from_json, json={**options, "key": key})
 
@@ -288,12 +310,24 @@ def create_key_body(
     key_type: KeyType,
     environment_id: str | None,
     expires_at: datetime | str | None,
+    scopes: Sequence[str] | None = None,
+    restrictions: KeyRestrictions | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, "keyType": key_type}
     if environment_id is not None:
         body["environmentId"] = environment_id
     if expires_at is not None:
         body["expiresAt"] = _timestamp(expires_at)
+    if scopes is not None:
+        if isinstance(scopes, str):
+            raise TypeError("scopes is a list of scope names, not one string")
+        body["scopes"] = list(scopes)
+    if restrictions is not None:
+        body["restrictions"] = (
+            restrictions.to_json()
+            if isinstance(restrictions, KeyRestrictions)
+            else dict(restrictions)
+        )
     return body
 
 

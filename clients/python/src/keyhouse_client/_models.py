@@ -22,6 +22,7 @@ __all__ = [
     "Event",
     "EventActor",
     "EventPage",
+    "KeyRestrictions",
     "KeyType",
     "Limits",
     "LimitsUpdate",
@@ -32,8 +33,21 @@ __all__ = [
 ]
 
 KeyType = Literal["secret", "public"]
+# The codes keyhouse answers today. ``VerifyResult.code`` may also be a code a
+# newer keyhouse adds: every code but "valid" is a refusal.
 VerifyCode = Literal[
-    "valid", "malformed", "not_found", "revoked", "expired", "usage_exceeded", "rate_limited"
+    "valid",
+    "malformed",
+    "not_found",
+    "revoked",
+    "expired",
+    "usage_exceeded",
+    "rate_limited",
+    "insufficient_scope",
+    "ip_not_allowed",
+    "origin_not_allowed",
+    "attribute_not_allowed",
+    "secret_key_in_browser",
 ]
 
 
@@ -92,6 +106,58 @@ def _key_type(value: Any) -> KeyType:
     raise ValueError("keyType is neither secret nor public")
 
 
+def _strings(value: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{name} is not a list of strings")
+    return tuple(value)
+
+
+def _scopes_or_none(data: dict[str, Any]) -> tuple[str, ...] | None:
+    value = data.get("scopes")
+    return None if value is None else _strings(value, "scopes")
+
+
+@dataclass(frozen=True)
+class KeyRestrictions:
+    """Where a key may be used (keyhouse's ``restrictions``); ``None`` members do not
+    restrict. ``ip_allowlist``: CIDRs; ``allowed_origins``: ``scheme://host[:port]``
+    (``https://*.example.com``); ``attributes``: name -> the values allowed."""
+
+    ip_allowlist: tuple[str, ...] | None = None
+    allowed_origins: tuple[str, ...] | None = None
+    attributes: dict[str, tuple[str, ...]] | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> KeyRestrictions | None:
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise TypeError("restrictions is not an object")
+        ips = data.get("ipAllowlist")
+        origins = data.get("allowedOrigins")
+        attributes = data.get("attributes")
+        if attributes is not None and not isinstance(attributes, dict):
+            raise TypeError("restrictions.attributes is not an object")
+        return cls(
+            ip_allowlist=None if ips is None else _strings(ips, "ipAllowlist"),
+            allowed_origins=None if origins is None else _strings(origins, "allowedOrigins"),
+            attributes=None
+            if attributes is None
+            else {str(k): _strings(v, "attributes") for k, v in attributes.items()},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """keyhouse's shape, members only when set (for ``keys.create(restrictions=...)``)."""
+        out: dict[str, Any] = {}
+        if self.ip_allowlist is not None:
+            out["ipAllowlist"] = list(self.ip_allowlist)
+        if self.allowed_origins is not None:
+            out["allowedOrigins"] = list(self.allowed_origins)
+        if self.attributes is not None:
+            out["attributes"] = {k: list(v) for k, v in self.attributes.items()}
+        return out
+
+
 @dataclass(frozen=True)
 class ApiKey:
     """The seed's key object (``GET /keys``), every member.
@@ -113,6 +179,8 @@ class ApiKey:
     last_used_at: datetime | None = None
     expires_at: datetime | None = None
     recoverable: bool = True
+    scopes: tuple[str, ...] | None = None
+    restrictions: KeyRestrictions | None = None
 
     def __repr__(self) -> str:
         # Never the key string: reprs end up in logs and tracebacks.
@@ -135,6 +203,8 @@ class ApiKey:
             last_used_at=_time_or_none(data.get("lastUsedAt")),
             expires_at=_time_or_none(data.get("expiresAt")),
             recoverable=data.get("recoverable", True) is not False,
+            scopes=_scopes_or_none(data),
+            restrictions=KeyRestrictions.from_json(data.get("restrictions")),
         )
 
 
@@ -317,6 +387,12 @@ class UsageInfo:
 class VerifyResult:
     """``POST /verify``'s verdict. ``valid`` is True only when ``code`` is ``valid``.
 
+    ``code``: one of ``VerifyCode``, or a code a newer keyhouse adds; every code
+    but ``valid`` is a refusal (never an error of the client). ``reason``: the
+    sentence naming what failed, on the refusals of restricted keys
+    (``insufficient_scope``, ``ip_not_allowed``, ...). ``scopes`` and
+    ``restrictions``: the key's, when it has them (None: unrestricted).
+
     The key's details (``key_id``, ``account_id``, ``key_type``, ``name``,
     ``environment_id`` when scoped, ``expires_at`` when it expires) are given
     when the key exists; ``ratelimit`` when the plan has a rate limit;
@@ -326,7 +402,7 @@ class VerifyResult:
     """
 
     valid: bool
-    code: VerifyCode
+    code: VerifyCode | str
     key_id: str | None = None
     account_id: str | None = None
     environment_id: str | None = None
@@ -335,6 +411,9 @@ class VerifyResult:
     expires_at: datetime | None = None
     ratelimit: RateLimitInfo | None = None
     usage: UsageInfo | None = None
+    reason: str | None = None
+    scopes: tuple[str, ...] | None = None
+    restrictions: KeyRestrictions | None = None
     tracking_id: str | None = field(default=None, compare=False)
 
     @classmethod
@@ -342,17 +421,10 @@ class VerifyResult:
         valid = data["valid"]
         if not isinstance(valid, bool):
             raise TypeError("valid is not a boolean")
-        code = data["code"]
-        if code not in (
-            "valid",
-            "malformed",
-            "not_found",
-            "revoked",
-            "expired",
-            "usage_exceeded",
-            "rate_limited",
-        ):
-            raise ValueError("unknown verify code")
+        code = _str(data, "code")
+        # A code this client does not know is a refusal a newer keyhouse added
+        # (issue 15 added five): failing closed, never an unexpected_response.
+        valid = valid and code == "valid"
         rate = data.get("ratelimit")
         usage = data.get("usage")
         key_type = data.get("keyType")
@@ -375,4 +447,7 @@ class VerifyResult:
                 resets_at=parse_time(_str(usage, "resetsAt")),
                 limit=_int_or_none(usage, "limit"),
             ),
+            reason=_str_or_none(data, "reason"),
+            scopes=_scopes_or_none(data),
+            restrictions=KeyRestrictions.from_json(data.get("restrictions")),
         )

@@ -5,7 +5,7 @@ method; the calls themselves are built in ``_core.py``."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from keyhouse_client._models import (
     Environment,
     Event,
     EventPage,
+    KeyRestrictions,
     KeyType,
     LimitsUpdate,
     VerifyResult,
@@ -150,11 +151,17 @@ class OperatorKeys:
         key_type: KeyType = "secret",
         environment_id: str | None = None,
         expires_at: datetime | str | None = None,
+        scopes: Sequence[str] | None = None,
+        restrictions: KeyRestrictions | Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> ApiKey:
         """A new key of the account, with its full ``key`` (402 ``key_limit_reached``
-        over the plan's ``maxKeys``)."""
-        body = _core.create_key_body(name, key_type, environment_id, expires_at)
+        over the plan's ``maxKeys``). ``scopes`` and ``restrictions`` limit what it
+        may do and where (names from the operator's catalog; 400 naming what is
+        wrong)."""
+        body = _core.create_key_body(
+            name, key_type, environment_id, expires_at, scopes, restrictions
+        )
         return self._c._run(
             _core.create_key(_core.admin_keys_of(account_id), body, idempotency_key)
         )
@@ -277,16 +284,36 @@ class Keyhouse(_Client):
         self.keys = OperatorKeys(self)
         self.events = OperatorEvents(self, "/admin/events")
 
-    def verify(self, key: str, **options: Any) -> VerifyResult:
+    def verify(
+        self,
+        key: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        ip: str | None = None,
+        origin: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> VerifyResult:
         """``POST /verify``: whether ``key`` may pass, and whose it is.
+
+        ``scopes``: what the request needs (each must be granted, else
+        ``insufficient_scope``); ``ip``: the caller's address, and ``origin``:
+        a browser request's ``Origin`` (a key with an ``ipAllowlist`` or
+        ``allowedOrigins`` verified without them is refused: it fails closed);
+        ``attributes``: what the request is about (``{"senderDomain":
+        "acme.com"}``). Only those given are sent.
 
         A refusal is not an exception: ``result.valid`` is False and
         ``result.code`` says why (``malformed``, ``not_found``, ``revoked``,
-        ``expired``, ``usage_exceeded``, ``rate_limited``). ``options`` are sent
-        as members of the request body beside ``key`` (keyhouse takes none
-        today: an unknown member is 400 ``validation_error``).
+        ``expired``, ``usage_exceeded``, ``rate_limited``, ``insufficient_scope``,
+        ``ip_not_allowed``, ``origin_not_allowed``, ``attribute_not_allowed``,
+        ``secret_key_in_browser``, or a code a newer keyhouse adds), with
+        ``result.reason`` for the refusals of restricted keys. ``options`` are
+        sent as further members of the request body (an unknown member is 400
+        ``validation_error``).
         """
-        return self._run(_core.verify(key, options))
+        body = _core.verify_options(scopes, ip, origin, attributes)
+        return self._run(_core.verify(key, {**options, **body}))
 
 
 # -- the account API ------------------------------------------------------------------
@@ -317,10 +344,17 @@ class AccountKeys:
         key_type: KeyType = "secret",
         environment_id: str | None = None,
         expires_at: datetime | str | None = None,
+        scopes: Sequence[str] | None = None,
+        restrictions: KeyRestrictions | Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> ApiKey:
-        """A new key, with its full ``key``."""
-        body = _core.create_key_body(name, key_type, environment_id, expires_at)
+        """A new key, with its full ``key``. ``scopes`` and ``restrictions`` as the
+        operator's ``keys.create``; a restricted calling key gives its own when they
+        are left out, and may not make a key wider than itself (403
+        ``scope_escalation``)."""
+        body = _core.create_key_body(
+            name, key_type, environment_id, expires_at, scopes, restrictions
+        )
         return self._c._run(_core.create_key("/keys", body, idempotency_key))
 
     def get(self, key_id: str) -> ApiKey:

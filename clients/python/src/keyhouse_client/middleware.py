@@ -21,6 +21,11 @@ unknown                        401     ``invalid_api_key``
 revoked / expired              401     ``revoked_api_key`` / ``expired_api_key``
 over the monthly quota         402     ``usage_limit_exceeded``
 over the rate limit            429     ``rate_limited`` (``Retry-After``, ``RateLimit-*``)
+refused by its scopes or       403     keyhouse's code: ``insufficient_scope``,
+restrictions                           ``ip_not_allowed``, ``origin_not_allowed``,
+                                       ``attribute_not_allowed``, ``secret_key_in_browser``
+                                       (a code a newer keyhouse adds: 403 with that code);
+                                       the message is keyhouse's ``reason``
 two ``Authorization`` headers  400     ``validation_error`` (as keyhouse itself)
 keyhouse unreachable or 503    503     ``service_unavailable`` (``Retry-After``)
 =============================  ======  ==========================================
@@ -32,6 +37,23 @@ never reaches the app. The middleware does not retry (``max_retries=0``):
 keyhouse's own outage answer already comes after up to 2 s, and the
 client of the protected API gets ``Retry-After`` to retry itself.
 
+**Restricted keys.** Each verification sends the caller's address as ``ip``
+(ASGI: ``scope["client"]``; WSGI: ``REMOTE_ADDR``) and the request's
+``Origin`` header as ``origin``, so a key's ``ipAllowlist`` and
+``allowedOrigins`` (and the account's refusal of secret keys from browsers)
+hold. Behind a reverse proxy that address is the proxy's: make the app's
+server set it from ``X-Forwarded-For`` for your proxy only (``uvicorn
+--proxy-headers --forwarded-allow-ips=10.0.0.5``, gunicorn's
+``forwarded_allow_ips``, Werkzeug's ``ProxyFix``), or every key with an
+allowlist is refused ``ip_not_allowed``. ``scopes=[...]``: scopes every
+request needs (sent to keyhouse). Per route, ``require_key(scopes=[...])``
+(``keyhouse_client.fastapi``) or ``Identity.grants(scope)`` checks the
+verified key's scopes locally, with keyhouse's rule (``messages:*`` grants
+every ``messages:`` scope; a key without scopes grants all), instead of a
+second verification per route. The middleware sends no ``attributes``: a
+key that restricts attributes is refused (``attribute_not_allowed``) unless
+the app verifies it itself (``client.verify(key, attributes=...)``).
+
 **The cache.** Valid answers are kept in a bounded in-process LRU
 (``cache_max_entries``, 10,000) for ``cache_ttl`` seconds (2), keyed by the
 SHA-256 of the key (the key itself is never stored). A cached key is not
@@ -40,7 +62,11 @@ for up to ``cache_ttl`` after the revocation** (in addition to keyhouse's
 own cache bound, also 2 s by default): that is the revocation bound this
 cache adds. Refusals are never cached (a key that was just created, or
 whose quota was raised, passes on its next request). An expiring key's
-entry ends at its ``expiresAt`` at the latest.
+entry ends at its ``expiresAt`` at the latest. An entry holds the ``ip``
+and ``origin`` it was verified with; a request from another address (for a
+key with an ``ipAllowlist``) or another origin (for a key with
+``allowedOrigins``, and for every secret key, which the account may refuse
+from browsers) is verified again rather than answered from the entry.
 
 **Metering.** A request answered from the cache is not sent to keyhouse,
 so it is not counted against the account's plan. The middleware therefore
@@ -57,6 +83,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import logging
 import math
@@ -73,7 +100,7 @@ import httpx
 
 from keyhouse_client._async import AsyncKeyhouse
 from keyhouse_client._errors import KeyhouseError, KeyhouseUnavailable
-from keyhouse_client._models import KeyType, VerifyResult
+from keyhouse_client._models import KeyRestrictions, KeyType, VerifyResult
 from keyhouse_client._sync import Keyhouse
 
 __all__ = [
@@ -81,7 +108,9 @@ __all__ = [
     "WSGI_ENVIRON_KEY",
     "Identity",
     "KeyhouseAuth",
+    "KeyhouseRefusal",
     "KeyhouseWSGIAuth",
+    "forbidden",
     "identity_of",
 ]
 
@@ -124,6 +153,26 @@ class Identity:
     name: str
     environment_id: str | None = None
     expires_at: datetime | None = None
+    # The key's scopes and restrictions (None: unrestricted), as keyhouse answered.
+    scopes: tuple[str, ...] | None = None
+    restrictions: KeyRestrictions | None = None
+
+    def grants(self, scope: str) -> bool:
+        """Whether the key's scopes include ``scope``: keyhouse's rule
+        (``keys/restrictions.py::grants``): a key without scopes grants every
+        scope, ``messages:*`` grants every ``messages:`` scope."""
+        if self.scopes is None or scope in self.scopes:
+            return True
+        resource, colon, _ = scope.partition(":")
+        return bool(colon) and bool(resource) and f"{resource}:*" in self.scopes
+
+    def missing_scopes(self, scopes: Iterable[str]) -> list[str]:
+        """The ``scopes`` the key does not grant, in order, once each."""
+        out: list[str] = []
+        for scope in scopes:
+            if scope not in out and not self.grants(scope):
+                out.append(scope)
+        return out
 
     @classmethod
     def from_result(cls, result: VerifyResult) -> Identity:
@@ -136,17 +185,25 @@ class Identity:
             name=result.name or "",
             environment_id=result.environment_id,
             expires_at=result.expires_at,
+            scopes=result.scopes,
+            restrictions=result.restrictions,
         )
 
     def to_json(self) -> dict[str, Any]:
-        """keyhouse's names: ``{accountId, keyId, environmentId, keyType, name}``."""
-        return {
+        """keyhouse's names: ``{accountId, keyId, environmentId, keyType, name}``, and
+        ``scopes`` and ``restrictions`` when the key has them."""
+        out: dict[str, Any] = {
             "accountId": self.account_id,
             "keyId": self.key_id,
             "environmentId": self.environment_id,
             "keyType": self.key_type,
             "name": self.name,
         }
+        if self.scopes is not None:
+            out["scopes"] = list(self.scopes)
+        if self.restrictions is not None:
+            out["restrictions"] = self.restrictions.to_json()
+        return out
 
 
 def identity_of(scope_or_environ: Mapping[str, Any]) -> Identity | None:
@@ -197,6 +254,17 @@ class Refusal:
         return self.status, headers, body
 
 
+class KeyhouseRefusal(Exception):
+    """Raised by the app (``keyhouse_client.fastapi.require_key(scopes=...)``) to
+    refuse a request after the middleware let it in: ``KeyhouseAuth`` answers it
+    with ``refusal`` in keyhouse's envelope when the app has not begun its
+    answer (otherwise it propagates)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
 def _missing(message: str = "No API key was sent.", fix: str | None = None) -> Refusal:
     return Refusal(
         401,
@@ -235,6 +303,28 @@ _VERDICTS: dict[str, Refusal] = {
         "Wait for the period to reset, or ask the operator for a larger plan.",
     ),
 }
+
+
+# keyhouse's refusals of a restricted key: 403 with keyhouse's code, its
+# ``reason`` as the message, and a fix that says what to change.
+_FORBIDDEN_FIXES: dict[str, str] = {
+    "insufficient_scope": "Use a key whose scopes include what this request needs.",
+    "ip_not_allowed": "Use the key from an address in its ipAllowlist, or widen the allowlist.",
+    "origin_not_allowed": "Use the key from one of its allowedOrigins, or add this origin.",
+    "attribute_not_allowed": "Use a key allowed for this request's attributes.",
+    "secret_key_in_browser": "Keep secret keys on servers; use a public key in browsers.",
+}
+_FORBIDDEN_MESSAGE = "The API key may not be used for this request."
+
+
+def forbidden(code: str, message: str | None, fix: str | None = None) -> Refusal:
+    """403 ``code``: a key that is valid but may not make this request."""
+    return Refusal(
+        403,
+        code,
+        message or _FORBIDDEN_MESSAGE,
+        fix or _FORBIDDEN_FIXES.get(code, "Use a key allowed to make this request."),
+    )
 
 
 def key_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | Refusal:
@@ -296,7 +386,12 @@ def _refusal_for(result: VerifyResult) -> Refusal:
             f"Retry after {wait} s (Retry-After).",
             headers=(("retry-after", str(wait)), *headers),
         )
-    return _VERDICTS.get(result.code, _INVALID)
+    known = _VERDICTS.get(result.code)
+    if known is not None:
+        return known
+    # A refusal of a restricted key, or a code a newer keyhouse adds: the key
+    # exists but may not pass; fail closed with keyhouse's own code and reason.
+    return forbidden(result.code, result.reason)
 
 
 def refusal_for_error(exc: KeyhouseError) -> Refusal:
@@ -335,7 +430,7 @@ class VerifiedCache:
             raise ValueError("cache_max_entries must be 0 or more")
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[float, Identity, Context]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -345,22 +440,32 @@ class VerifiedCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, digest: bytes) -> Identity | None:
+    def get(self, digest: bytes, context: Context = (None, None)) -> Identity | None:
+        """The identity verified for this key, if the entry is still good for a
+        request from ``context`` (``(ip, origin)``; see ``_same_context``)."""
         if not self.enabled:
             return None
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
                 return None
-            deadline, identity = entry
+            deadline, identity, verified_for = entry
             expired = identity.expires_at is not None and identity.expires_at <= _utcnow()
             if time.monotonic() >= deadline or expired:
                 del self._entries[digest]
                 return None
+            if not _same_context(identity, verified_for, context):
+                return None  # verified again; its answer replaces the entry
             self._entries.move_to_end(digest)
             return identity
 
-    def put(self, digest: bytes, result: VerifyResult, identity: Identity) -> None:
+    def put(
+        self,
+        digest: bytes,
+        result: VerifyResult,
+        identity: Identity,
+        context: Context = (None, None),
+    ) -> None:
         """Keep a valid answer, unless its plan has a limit (see the module docstring)."""
         if not self.enabled or not result.valid or result.ratelimit is not None:
             return
@@ -369,10 +474,28 @@ class VerifiedCache:
         # The deadline counts from the answer, not the request: a slow verify
         # lengthens nothing beyond the ttl from when keyhouse said it.
         with self._lock:
-            self._entries[digest] = (time.monotonic() + self.ttl, identity)
+            self._entries[digest] = (time.monotonic() + self.ttl, identity, context)
             self._entries.move_to_end(digest)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+
+# (ip, origin) of a request, as sent to POST /verify.
+Context = tuple[str | None, str | None]
+
+
+def _same_context(identity: Identity, verified_for: Context, context: Context) -> bool:
+    """Whether keyhouse's answer for ``verified_for`` holds for ``context`` too: the
+    address matters to a key with an ipAllowlist; the origin to a key with
+    allowedOrigins, and to every secret key (its account may refuse secret keys
+    from browsers, which the answer does not show)."""
+    r = identity.restrictions
+    if r is not None and r.ip_allowlist is not None and verified_for[0] != context[0]:
+        return False
+    origin_matters = identity.key_type == "secret" or (
+        r is not None and r.allowed_origins is not None
+    )
+    return not (origin_matters and verified_for[1] != context[1])
 
 
 def _utcnow() -> datetime:
@@ -391,6 +514,50 @@ def _excluded(path: str, exclude_paths: Sequence[str]) -> bool:
         elif path == pattern:
             return True
     return False
+
+
+def _scopes_option(scopes: Sequence[str] | None) -> tuple[str, ...] | None:
+    if scopes is None:
+        return None
+    if isinstance(scopes, str):
+        raise ValueError("scopes is a list of scope names, not one string")
+    return tuple(scopes)
+
+
+def _text(value: Any, limit: int) -> str | None:
+    """A request's Origin as POST /verify takes it: a non-empty string within
+    keyhouse's length limit, else None (not sent: a key restricted to origins
+    is then refused, failing closed, rather than the verification being a 400)."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        return None
+    return value
+
+
+def _address(value: Any) -> str | None:
+    """The client's address if it is one (keyhouse answers 400 to an ``ip`` that
+    is not), else None: a test client's ``"testclient"``, a Unix socket's
+    path. A key with an ipAllowlist is then refused, failing closed."""
+    text = _text(value, 64)
+    if text is None:
+        return None
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return text
+
+
+def _asgi_host(client: Sequence[Any] | None) -> str | None:
+    if not client:
+        return None
+    return _address(client[0])
+
+
+def _origin_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    found = [value for name, value in headers if name.lower() == b"origin"]
+    if len(found) != 1:
+        return None  # none, or several: no one origin to check (fails closed)
+    return _text(found[0].decode("latin-1"), 300)
 
 
 def _decide(result: VerifyResult) -> Identity | Refusal:
@@ -432,10 +599,12 @@ class KeyhouseAuth:
         cache_max_entries: int = 10_000,
         exclude_paths: Sequence[str] = (),
         timeout: float | httpx.Timeout | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> None:
         self.app = app
         self.cache = VerifiedCache(cache_ttl, cache_max_entries)
         self.exclude_paths = tuple(exclude_paths)
+        self.scopes = _scopes_option(scopes)
         if client is None:
             if base_url is None or token is None:
                 raise ValueError("KeyhouseAuth needs base_url and token, or client")
@@ -447,22 +616,33 @@ class KeyhouseAuth:
             )
         self.client = client
 
-    async def authenticate(self, headers: Iterable[tuple[bytes, bytes]]) -> Identity | Refusal:
-        """The identity of the request's key, or the answer that refuses it."""
+    async def authenticate(
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        client: Sequence[Any] | None = None,
+    ) -> Identity | Refusal:
+        """The identity of the request's key, or the answer that refuses it.
+
+        ``headers``: the ASGI scope's; ``client``: its ``(host, port)`` (None:
+        unknown; a key with an ipAllowlist is then refused)."""
+        headers = list(headers)
         key = key_from_headers(headers)
         if isinstance(key, Refusal):
             return key
+        context = (_asgi_host(client), _origin_of(headers))
         digest = _digest(key)
-        cached = self.cache.get(digest)
+        cached = self.cache.get(digest, context)
         if cached is not None:
             return cached
         try:
-            result = await self.client.verify(key)
+            result = await self.client.verify(
+                key, scopes=self.scopes, ip=context[0], origin=context[1]
+            )
         except KeyhouseError as exc:
             return refusal_for_error(exc)
         decision = _decide(result)
         if isinstance(decision, Identity):
-            self.cache.put(digest, result, decision)
+            self.cache.put(digest, result, decision, context)
         return decision
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -473,27 +653,29 @@ class KeyhouseAuth:
         if kind not in ("http", "websocket") or _excluded(scope["path"], self.exclude_paths):
             await self.app(scope, receive, send)
             return
-        decision = await self.authenticate(scope["headers"])
+        decision = await self.authenticate(scope["headers"], scope.get("client"))
         if isinstance(decision, Refusal):
-            if kind == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            status, headers, body = decision.response()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(n.encode(), v.encode("latin-1")) for n, v in headers],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await _refuse(kind, decision, send)
             return
         # A new state dict for this request: the server's may be shared with
         # the lifespan state (ASGI copies it shallowly), and an identity must
         # never outlive its request.
         state = dict(scope.get("state") or {})
         state[STATE_KEY] = decision
-        await self.app({**scope, "state": state}, receive, send)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                started = True
+            await send(message)
+
+        try:
+            await self.app({**scope, "state": state}, receive, tracking_send)
+        except KeyhouseRefusal as exc:
+            if started:
+                raise
+            await _refuse(kind, exc.refusal, send)
 
     def _closing_send(self, send: Send) -> Send:
         async def closing_send(message: Message) -> None:
@@ -502,6 +684,21 @@ class KeyhouseAuth:
             await send(message)
 
         return closing_send
+
+
+async def _refuse(kind: str, refusal: Refusal, send: Send) -> None:
+    if kind == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    status, headers, body = refusal.response()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(n.encode(), v.encode("latin-1")) for n, v in headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 # -- WSGI ----------------------------------------------------------------------------------
@@ -527,10 +724,12 @@ class KeyhouseWSGIAuth:
         cache_max_entries: int = 10_000,
         exclude_paths: Sequence[str] = (),
         timeout: float | httpx.Timeout | None = None,
+        scopes: Sequence[str] | None = None,
     ) -> None:
         self.app = app
         self.cache = VerifiedCache(cache_ttl, cache_max_entries)
         self.exclude_paths = tuple(exclude_paths)
+        self.scopes = _scopes_option(scopes)
         if client is None:
             if base_url is None or token is None:
                 raise ValueError("KeyhouseWSGIAuth needs base_url and token, or client")
@@ -546,17 +745,18 @@ class KeyhouseWSGIAuth:
         key = key_from_header(environ.get("HTTP_AUTHORIZATION"))
         if isinstance(key, Refusal):
             return key
+        context = (_address(environ.get("REMOTE_ADDR")), _text(environ.get("HTTP_ORIGIN"), 300))
         digest = _digest(key)
-        cached = self.cache.get(digest)
+        cached = self.cache.get(digest, context)
         if cached is not None:
             return cached
         try:
-            result = self.client.verify(key)
+            result = self.client.verify(key, scopes=self.scopes, ip=context[0], origin=context[1])
         except KeyhouseError as exc:
             return refusal_for_error(exc)
         decision = _decide(result)
         if isinstance(decision, Identity):
-            self.cache.put(digest, result, decision)
+            self.cache.put(digest, result, decision, context)
         return decision
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -582,6 +782,7 @@ _REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
     402: "Payment Required",
+    403: "Forbidden",
     429: "Too Many Requests",
     503: "Service Unavailable",
 }
